@@ -1,0 +1,271 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to aws_masking.gateway
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Python twin of the gateway's masking engine.
+
+It compiles the same pattern catalog as the Lua engine (``catalog/aws_patterns.yml``) into the
+same single alternation and scans text the same way: leftmost match first, the earlier catalog
+entry first at the same offset, no overlaps. The controller uses it to sanitise diagnostics and
+in the ``aws-mask`` command-line scanner; the parity tests hold it equal to the Lua engine.
+
+Standard library and PyYAML only, Python 3.9+.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import re
+from collections import Counter, namedtuple
+
+__metaclass__ = type
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - reported when a catalog is loaded
+    yaml = None
+
+TOKEN_CODE_RE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z][A-Z0-9]*)*$")
+# A run of six digits inside a code would make tokens ambiguous to the restore regex.
+TOKEN_CODE_DIGIT_RUN_RE = re.compile(r"[0-9]{6}")
+TOKEN_RE = re.compile(r"AWS_[A-Z][A-Z0-9_]*_[0-9]{6}(?![0-9])")
+TOKEN_SEQUENCE_LIMIT = 999999
+
+# Constructs one of the two engines would read differently or not at all.
+_DIALECT_PROBLEMS = (
+    (re.compile(r"\(\?<(?![=!])"), "named group written (?<name>...), use (?P<name>...)"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\\[hHRzZKGXA]"), "escape not shared by PCRE and Python re"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\\[1-9]"), "numeric backreference"),
+    (re.compile(r"\(\?P=|\(\?P>|\(\?&|\(\?R\)|\(\?\|"), "backreference, recursion or branch reset"),
+    (re.compile(r"(?<!\\)(?:\\\\)*[*+?}]\+"), "possessive quantifier"),
+    (re.compile(r"\(\?[a-zA-Z]*[uLx][a-zA-Z]*[:)]"), "inline flag outside i, m, s"),
+    (re.compile(r"\(\?[imsa]+\)"), "global inline flag, scope it as (?i:...)"),
+    (re.compile(r"\\[pPNu]"), "unicode escape"),
+)
+
+Match = namedtuple("Match", ["start", "end", "name", "token_code", "value"])
+Match.__doc__ = "One detected identifier: [start, end) is the masked span, value its text."
+
+
+class CatalogError(ValueError):
+    """The pattern catalog cannot be used: the message names the entry and the cause."""
+
+
+def default_catalog_path():
+    """Return ``<collection root>/catalog/aws_patterns.yml`` (this file is in plugins/module_utils)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(os.path.dirname(os.path.dirname(here)), "catalog", "aws_patterns.yml")
+
+
+def dialect_problems(regex):
+    """Return the reasons ``regex`` is outside the dialect both engines share (empty when fine)."""
+    return [reason for probe, reason in _DIALECT_PROBLEMS if probe.search(regex)]
+
+
+class Pattern:
+    """One catalog entry, compiled on its own for checks and diagnostics."""
+
+    __slots__ = ("name", "token_code", "regex", "value_group", "description", "examples",
+                 "counterexamples", "compiled")
+
+    def __init__(self, entry, index):
+        if not isinstance(entry, dict):
+            raise CatalogError("pattern #%d is not a mapping" % index)
+        for key in ("name", "token", "regex"):
+            if not isinstance(entry.get(key), str) or not entry.get(key):
+                raise CatalogError("pattern #%d: %r must be a non-empty string" % (index, key))
+        self.name = entry["name"]
+        self.token_code = entry["token"]
+        self.regex = entry["regex"]
+        self.value_group = entry.get("value_group") or None
+        self.description = entry.get("description", "")
+        self.examples = list(entry.get("examples") or [])
+        self.counterexamples = list(entry.get("counterexamples") or [])
+
+        where = "pattern %r" % self.name
+        if not TOKEN_CODE_RE.match(self.token_code) or TOKEN_CODE_DIGIT_RUN_RE.search(
+                self.token_code):
+            raise CatalogError("%s: token code %r is not [A-Z][A-Z0-9]*(_[A-Z][A-Z0-9]*)* without "
+                               "a run of six digits" % (where, self.token_code))
+        problems = dialect_problems(self.regex)
+        if problems:
+            raise CatalogError("%s: %s" % (where, "; ".join(problems)))
+        try:
+            self.compiled = re.compile(self.regex, re.ASCII)
+        except re.error as exc:
+            raise CatalogError("%s: regex does not compile: %s" % (where, exc))
+        if self.value_group is not None and self.value_group not in self.compiled.groupindex:
+            raise CatalogError("%s: value_group %r is not a named group of the regex"
+                               % (where, self.value_group))
+
+    def masked_span(self, match):
+        """Return the (start, end) ``match`` masks: the value group, else the whole match."""
+        if self.value_group is None:
+            return match.start(), match.end()
+        start, end = match.span(self.value_group)
+        if start < 0 or end != match.end():
+            raise CatalogError("pattern %r: value_group %r must end the match"
+                               % (self.name, self.value_group))
+        return start, end
+
+
+class Catalog:
+    """The ordered pattern list and the single alternation both engines build from it."""
+
+    def __init__(self, patterns, version=1):
+        self.version = version
+        self.patterns = patterns
+        self.by_name = {}
+        for pattern in patterns:
+            if pattern.name in self.by_name:
+                raise CatalogError("pattern name %r is used twice" % pattern.name)
+            self.by_name[pattern.name] = pattern
+        self._alternation_groups = ["p%d" % i for i in range(len(patterns))]
+        clashes = set(self._alternation_groups).intersection(
+            group for pattern in patterns for group in pattern.compiled.groupindex)
+        if clashes:
+            raise CatalogError("group names %s are reserved for the alternation"
+                               % ", ".join(sorted(clashes)))
+        alternation = "|".join("(?P<%s>%s)" % (group, pattern.regex)
+                               for group, pattern in zip(self._alternation_groups, patterns))
+        try:
+            self.combined = re.compile(alternation, re.ASCII)
+        except re.error as exc:
+            # Typically the same group name in two entries: names are global to the alternation.
+            raise CatalogError("the combined alternation does not compile: %s" % exc)
+        self._pattern_by_group = dict(zip(self._alternation_groups, patterns))
+
+    @classmethod
+    def from_data(cls, data):
+        if not isinstance(data, dict) or not isinstance(data.get("patterns"), list):
+            raise CatalogError("the catalog must be a mapping with a 'patterns' list")
+        patterns = [Pattern(entry, index) for index, entry in enumerate(data["patterns"])]
+        if not patterns:
+            raise CatalogError("the catalog has no patterns")
+        return cls(patterns, version=data.get("version", 1))
+
+    @classmethod
+    def load(cls, path=None):
+        if yaml is None:
+            raise CatalogError("PyYAML is required to read the pattern catalog")
+        path = path or default_catalog_path()
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_data(yaml.safe_load(handle))
+
+    def scan(self, text):
+        """Return every identifier in ``text`` as a list of Match, in text order."""
+        found = []
+        for match in self.combined.finditer(text):
+            group = match.lastgroup
+            pattern = self._pattern_by_group.get(group)
+            if pattern is None or match.start(group) != match.start():
+                pattern, group = self._matched_alternative(match)
+            start, end = pattern.masked_span(match)
+            if start == end:
+                continue
+            found.append(Match(start, end, pattern.name, pattern.token_code, text[start:end]))
+        return found
+
+    def _matched_alternative(self, match):
+        for group, pattern in self._pattern_by_group.items():
+            if match.start(group) >= 0:
+                return pattern, group
+        raise CatalogError("a match belongs to no catalog entry")  # pragma: no cover
+
+
+class InMemoryTokenizer:
+    """Deterministic tokens ``AWS_<CODE>_<NNNNNN>`` kept in memory: one token per original.
+
+    The gateway keeps the same mapping in Redis; this one lives as long as the object does.
+    """
+
+    def __init__(self):
+        self._token_by_original = {}
+        self._original_by_token = {}
+        self._sequence = Counter()
+
+    def token_for(self, match):
+        key = (match.name, match.value)
+        token = self._token_by_original.get(key)
+        if token is None:
+            self._sequence[match.token_code] += 1
+            number = self._sequence[match.token_code]
+            if number > TOKEN_SEQUENCE_LIMIT:
+                raise OverflowError("more than %d tokens of type %s" % (TOKEN_SEQUENCE_LIMIT,
+                                                                        match.token_code))
+            token = "AWS_%s_%06d" % (match.token_code, number)
+            self._token_by_original[key] = token
+            self._original_by_token[token] = match.value
+        return token
+
+    def original_for(self, token):
+        return self._original_by_token.get(token)
+
+    def __len__(self):
+        return len(self._original_by_token)
+
+
+def count_by_type(matches):
+    """Per-type counts of ``matches`` (a dict name -> occurrences), never the values."""
+    return dict(Counter(match.name for match in matches))
+
+
+class MaskingEngine:
+    """Scan, mask and unmask text with one catalog."""
+
+    def __init__(self, catalog=None, catalog_path=None):
+        self.catalog = catalog if catalog is not None else Catalog.load(catalog_path)
+
+    def scan(self, text):
+        return self.catalog.scan(text)
+
+    def count(self, text):
+        return count_by_type(self.scan(text))
+
+    def mask_with_report(self, text, tokenizer=None):
+        """Return (masked text, per-type counts); ``tokenizer`` defaults to a fresh in-memory one."""
+        tokenizer = tokenizer if tokenizer is not None else InMemoryTokenizer()
+        matches = self.scan(text)
+        pieces = []
+        cursor = 0
+        for match in matches:
+            pieces.append(text[cursor:match.start])
+            pieces.append(tokenizer.token_for(match))
+            cursor = match.end
+        pieces.append(text[cursor:])
+        return "".join(pieces), count_by_type(matches)
+
+    def mask_text(self, text, tokenizer=None):
+        return self.mask_with_report(text, tokenizer)[0]
+
+    @staticmethod
+    def unmask_text(text, tokenizer):
+        """Put originals back for the tokens ``tokenizer`` issued; unknown tokens stay."""
+
+        def restore(found):
+            original = tokenizer.original_for(found.group(0))
+            return found.group(0) if original is None else original
+
+        return TOKEN_RE.sub(restore, text)
+
+
+_default_engine = None
+
+
+def default_engine():
+    """The engine for the collection's own catalog, loaded once per process."""
+    global _default_engine
+    if _default_engine is None:
+        _default_engine = MaskingEngine()
+    return _default_engine
+
+
+def scan(text):
+    return default_engine().scan(text)
+
+
+def mask_text(text, tokenizer=None):
+    return default_engine().mask_text(text, tokenizer)
+
+
+def unmask_text(text, tokenizer):
+    return MaskingEngine.unmask_text(text, tokenizer)
