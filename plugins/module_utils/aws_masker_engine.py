@@ -98,14 +98,18 @@ class Pattern:
                                % (where, self.value_group))
 
     def masked_span(self, match):
-        """Return the (start, end) ``match`` masks: the value group, else the whole match."""
-        if self.value_group is None:
-            return match.start(), match.end()
-        start, end = match.span(self.value_group)
-        if start < 0 or end != match.end():
-            raise CatalogError("pattern %r: value_group %r must end the match"
-                               % (self.name, self.value_group))
-        return start, end
+        """Return the (start, end) ``match`` masks: the value group, else the whole match.
+
+        A value group that is empty, did not take part or does not end the match falls back to
+        the whole match, as in the Lua engine: masking more is the safe side of a catalog bug,
+        and the catalog tests reject such entries before they ship.
+        """
+        end = match.end()
+        if self.value_group is not None:
+            value = match.group(self.value_group)
+            if value and match.string[end - len(value):end] == value:
+                return end - len(value), end
+        return match.start(), end
 
 
 class Catalog:
@@ -173,7 +177,7 @@ class Catalog:
 
 
 class InMemoryTokenizer:
-    """Deterministic tokens ``AWS_<CODE>_<NNNNNN>`` kept in memory: one token per original.
+    """Deterministic tokens ``AWS_<CODE>_<NNNNNN>`` kept in memory: one token per code and original.
 
     The gateway keeps the same mapping in Redis; this one lives as long as the object does.
     """
@@ -184,7 +188,9 @@ class InMemoryTokenizer:
         self._sequence = Counter()
 
     def token_for(self, match):
-        key = (match.name, match.value)
+        # Keyed by token code like the Redis store, so one bucket found by two entries (an
+        # s3:// URL and a virtual host) gets one token.
+        key = (match.token_code, match.value)
         token = self._token_by_original.get(key)
         if token is None:
             self._sequence[match.token_code] += 1
