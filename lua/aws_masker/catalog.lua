@@ -1,0 +1,178 @@
+-- The pattern catalog compiled for ngx.re: one alternation, one scan per text.
+--
+-- The catalog file is catalog/aws_patterns.yml converted to JSON as it is. Every pattern becomes
+-- the named alternative (?P<pN>...) of a single regex, so a text is scanned once, the leftmost
+-- match wins and, at the same offset, the earlier pattern wins (docs/ARCHITECTURE.md). No "u"
+-- flag: the scan works on bytes, exactly like the Python twin with re.ASCII.
+
+local cjson = require "cjson.safe"
+
+local re_match = ngx.re.match
+local re_find = ngx.re.find
+local io_open = io.open
+local sub = string.sub
+local find = string.find
+local concat = table.concat
+local type = type
+local ipairs = ipairs
+local setmetatable = setmetatable
+
+local REGEX_OPTIONS = "jo"
+local CODE_GRAMMAR = [[^[A-Z][A-Z0-9]*(?:_[A-Z][A-Z0-9]*)*$]]
+
+local _M = {}
+local mt = { __index = _M }
+
+local function read_file(path)
+  local f, err = io_open(path, "rb")
+  if not f then
+    return nil, "cannot open catalog: " .. err
+  end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+-- Builds a compiled catalog from the decoded catalog document.
+function _M.new(doc)
+  if type(doc) ~= "table" or doc.version ~= 1 or type(doc.patterns) ~= "table" then
+    return nil, "catalog must be a table with version 1 and a list of patterns"
+  end
+
+  local patterns = doc.patterns
+  if #patterns == 0 then
+    return nil, "catalog has no patterns"
+  end
+
+  local parts, names, codes, groups, seen = {}, {}, {}, {}, {}
+  for i, p in ipairs(patterns) do
+    local name, code, regex = p.name, p.token, p.regex
+    if type(name) ~= "string" or type(code) ~= "string" or type(regex) ~= "string" then
+      return nil, "catalog pattern #" .. i .. " needs string name, token and regex"
+    end
+    if seen[name] then
+      return nil, "catalog pattern name '" .. name .. "' is used twice"
+    end
+    seen[name] = true
+    if not re_find(code, CODE_GRAMMAR, REGEX_OPTIONS) or find(code, "%d%d%d%d%d%d") then
+      return nil, "catalog pattern '" .. name .. "' has an invalid token code"
+    end
+    if re_find(regex, [[\(\?P?<p[0-9]+>]], REGEX_OPTIONS) then
+      return nil, "catalog pattern '" .. name .. "' uses a reserved group name pN"
+    end
+    local _, _, err = re_find("", regex, REGEX_OPTIONS)
+    if err then
+      return nil, "catalog pattern '" .. name .. "' does not compile: " .. err
+    end
+
+    local group = p.value_group
+    if group ~= nil and type(group) ~= "string" then
+      group = nil -- JSON null
+    end
+    if group and not find(regex, "(?P<" .. group .. ">", 1, true) then
+      return nil, "catalog pattern '" .. name .. "' has no group '" .. group .. "'"
+    end
+
+    local alt = "p" .. (i - 1)
+    parts[i] = "(?P<" .. alt .. ">" .. regex .. ")"
+    names[i], codes[i], groups[i] = name, code, group or false
+  end
+
+  local combined = concat(parts, "|")
+  local _, _, err = re_find("", combined, REGEX_OPTIONS)
+  if err then
+    return nil, "combined catalog regex does not compile: " .. err
+  end
+
+  local alts = {}
+  for i = 1, #names do
+    alts[i] = "p" .. (i - 1)
+  end
+
+  local code_set = {}
+  for i = 1, #codes do
+    code_set[codes[i]] = true
+  end
+
+  return setmetatable({
+    regex = combined,
+    count = #names,
+    alts = alts,
+    names = names,
+    codes = codes,
+    groups = groups,
+    code_set = code_set,
+    captures = {}, -- reused by every scan: ngx.re.match fills it in place
+    scan_ctx = {},
+  }, mt)
+end
+
+function _M.load(path)
+  local text, err = read_file(path)
+  if not text then
+    return nil, err
+  end
+  local doc
+  doc, err = cjson.decode(text)
+  if not doc then
+    return nil, "catalog is not valid JSON: " .. err
+  end
+  return _M.new(doc)
+end
+
+-- Scans text once. Returns a list of matches {start, stop, name, code, value} (byte offsets,
+-- inclusive, of the part to mask: the value group when the pattern has one), or nil when none.
+function _M:scan(text)
+  local ctx, captures = self.scan_ctx, self.captures
+  local regex, alts, count = self.regex, self.alts, self.count
+  local matches
+  ctx.pos = 1
+
+  while true do
+    local m, err = re_match(text, regex, REGEX_OPTIONS, ctx, captures)
+    if not m then
+      if err then
+        return nil, "catalog scan failed: " .. err
+      end
+      return matches
+    end
+
+    local whole = m[0]
+    local stop = ctx.pos - 1
+    if #whole == 0 then
+      ctx.pos = ctx.pos + 1 -- no pattern should match empty text; never loop on one that does
+    else
+      local idx
+      for i = 1, count do
+        if m[alts[i]] then
+          idx = i
+          break
+        end
+      end
+
+      local start = stop - #whole + 1
+      local group = self.groups[idx]
+      if group then
+        local v = m[group]
+        if v and #v > 0 and sub(text, stop - #v + 1, stop) == v then
+          start = stop - #v + 1
+        end
+      end
+
+      matches = matches or {}
+      matches[#matches + 1] = {
+        start = start,
+        stop = stop,
+        name = self.names[idx],
+        code = self.codes[idx],
+        value = sub(text, start, stop),
+      }
+    end
+
+    if ctx.pos > #text then
+      return matches
+    end
+  end
+end
+
+return _M

@@ -1,0 +1,264 @@
+-- Masking a JSON body in its raw text, so that everything not masked stays byte for byte.
+--
+-- The body is validated with cjson first, then the raw text is walked with the decoded document
+-- alongside (to know the "type" of an object before reaching its keys). Only the strings that
+-- hold an identifier are decoded, rewritten and re-encoded; numbers, escapes of other strings,
+-- key order and whitespace are copied as they are.
+
+local cjson = require "cjson.safe"
+local json_string = require "aws_masker.json_string"
+
+local find = string.find
+local byte = string.byte
+local sub = string.sub
+local concat = table.concat
+local type = type
+
+local decoder = cjson.new()
+decoder.decode_invalid_numbers(false) -- NaN, Infinity and hex are not JSON
+decoder.decode_max_depth(512)
+
+local _M = {}
+
+-- Values of these keys are the API's own structure and are never masked (outside content).
+local STRUCTURAL_KEYS = {
+  type = true, role = true, model = true, id = true, tool_use_id = true, signature = true,
+  media_type = true, stop_reason = true, stop_sequence = true,
+}
+
+-- Values under these keys are content all the way down: structural keys no longer apply.
+local CONTENT_KEYS = { input = true, input_schema = true }
+
+local QUOTE, BACKSLASH = byte('"'), byte("\\")
+local LBRACE, RBRACE, LBRACKET, RBRACKET = byte("{"), byte("}"), byte("["), byte("]")
+local COMMA = byte(",")
+
+local API, CONTENT, UNTOUCHED = 1, 2, 3
+
+_M.STRUCTURAL_KEYS = STRUCTURAL_KEYS
+
+-- Validates and decodes a JSON text. Returns the document or nil, err.
+function _M.decode(raw)
+  local doc, err = decoder.decode(raw)
+  if doc == nil then
+    return nil, err or "invalid JSON"
+  end
+  return doc
+end
+
+local function string_end(raw, i)
+  local j = i + 1
+  local escaped = false
+  while true do
+    local k = find(raw, '["\\]', j)
+    if not k then
+      return nil
+    end
+    if byte(raw, k) == BACKSLASH then
+      escaped = true
+      j = k + 2
+    else
+      return k, escaped
+    end
+  end
+end
+
+-- Walks the raw JSON text (already validated, doc = its decoding) and calls
+-- visit(state, first, last, escaped, is_key, decoded_key) for every string that may be
+-- rewritten: first and last are the offsets of its quotes. With structural = true, values of
+-- the structural keys outside content are skipped; thinking blocks and base64 data always are.
+function _M.walk(raw, doc, structural, visit, state)
+  local stack = {}
+  local depth = 0
+  local frame
+  local pos = 1
+
+  while true do
+    local i = find(raw, '[{}%[%]",]', pos)
+    if not i then
+      return true
+    end
+
+    local c = byte(raw, i)
+    if c == QUOTE then
+      local j, escaped = string_end(raw, i)
+      if not j then
+        return nil, "unterminated string"
+      end
+
+      if frame and frame.object and frame.expect_key then
+        local key = sub(raw, i + 1, j - 1)
+        if escaped then
+          key = json_string.decode(key)
+        end
+        frame.key = key
+        frame.expect_key = false
+        if frame.mode ~= UNTOUCHED then
+          visit(state, i, j, escaped, true)
+        end
+
+      elseif not frame then
+        visit(state, i, j, escaped, false)
+
+      elseif frame.mode ~= UNTOUCHED then
+        local key = frame.key
+        local skip = frame.object and frame.mode == API
+          and ((structural and STRUCTURAL_KEYS[key]) or (frame.base64 and key == "data"))
+        if not skip then
+          visit(state, i, j, escaped, false)
+        end
+      end
+      pos = j + 1
+
+    elseif c == LBRACE or c == LBRACKET then
+      local node, mode
+      if not frame then
+        node, mode = doc, API
+      else
+        mode = frame.mode
+        local parent = frame.node
+        if type(parent) == "table" then
+          if frame.object then
+            node = parent[frame.key]
+          else
+            node = parent[frame.index]
+          end
+        end
+        if mode == API and frame.object and CONTENT_KEYS[frame.key] then
+          mode = CONTENT
+        end
+      end
+
+      local object = c == LBRACE
+      local base64 = false
+      if object and mode == API and type(node) == "table" then
+        local t = node.type
+        if t == "thinking" or t == "redacted_thinking" then
+          mode = UNTOUCHED
+        elseif t == "base64" then
+          base64 = true
+        end
+      end
+
+      depth = depth + 1
+      frame = stack[depth]
+      if not frame then
+        frame = {}
+        stack[depth] = frame
+      end
+      frame.object = object
+      frame.node = type(node) == "table" and node or nil
+      frame.mode = mode
+      frame.base64 = base64
+      frame.expect_key = object
+      frame.key = nil
+      frame.index = 1
+      pos = i + 1
+
+    elseif c == RBRACE or c == RBRACKET then
+      depth = depth - 1
+      frame = stack[depth]
+      pos = i + 1
+
+    else -- comma
+      if frame then
+        if frame.object then
+          frame.expect_key = true
+        else
+          frame.index = frame.index + 1
+        end
+      end
+      pos = i + 1
+    end
+  end
+end
+
+local function collect(plan, first, last, escaped)
+  local raw = plan.raw
+  local text = sub(raw, first + 1, last - 1)
+  if escaped then
+    text = json_string.decode(text)
+  end
+
+  local matches, err = plan.catalog:scan(text)
+  if err then
+    plan.err = err
+    return
+  end
+  if not matches then
+    return
+  end
+
+  local findings, index = plan.findings, plan.index
+  for k = 1, #matches do
+    local m = matches[k]
+    local key = m.code .. "\0" .. m.value
+    local n = index[key]
+    if not n then
+      n = #findings + 1
+      findings[n] = m
+      index[key] = n
+    end
+    m.finding = n
+  end
+
+  local edits = plan.edits
+  edits[#edits + 1] = { first = first, last = last, text = text, matches = matches }
+end
+
+-- Finds every identifier in a JSON request body. Returns a plan
+-- { edits = {...}, findings = { {code, value, name, ...}, ... } } or nil, err (invalid JSON).
+-- findings lists each distinct (code, value) once, in order of first appearance.
+function _M.scan(raw, catalog)
+  local doc, err = _M.decode(raw)
+  if doc == nil then
+    return nil, "malformed JSON body: " .. err
+  end
+
+  local plan = { raw = raw, catalog = catalog, edits = {}, findings = {}, index = {} }
+  local ok
+  ok, err = _M.walk(raw, doc, true, collect, plan)
+  if not ok then
+    return nil, "malformed JSON body: " .. err
+  end
+  if plan.err then
+    return nil, plan.err
+  end
+  return plan
+end
+
+-- Rewrites the body of a plan: tokens[i] replaces every occurrence of findings[i].
+function _M.rewrite(plan, tokens)
+  local raw, edits = plan.raw, plan.edits
+  if #edits == 0 then
+    return raw
+  end
+
+  local out, n, pos = {}, 0, 1
+  for e = 1, #edits do
+    local edit = edits[e]
+    local text, matches = edit.text, edit.matches
+    local parts, p, tpos = {}, 0, 1
+    for k = 1, #matches do
+      local m = matches[k]
+      p = p + 1
+      parts[p] = sub(text, tpos, m.start - 1)
+      p = p + 1
+      parts[p] = tokens[m.finding]
+      tpos = m.stop + 1
+    end
+    p = p + 1
+    parts[p] = sub(text, tpos)
+
+    n = n + 1
+    out[n] = sub(raw, pos, edit.first)
+    n = n + 1
+    out[n] = json_string.encode(concat(parts, "", 1, p))
+    pos = edit.last
+  end
+  n = n + 1
+  out[n] = sub(raw, pos)
+  return concat(out, "", 1, n)
+end
+
+return _M

@@ -1,0 +1,90 @@
+local catalog = require "aws_masker.catalog"
+
+describe("catalog", function()
+  local cat
+
+  setup(function()
+    local err
+    cat, err = catalog.load(AWS_MASKER_TEST_CATALOG)
+    assert.is_nil(err)
+  end)
+
+  it("masks every example of the shipped catalog, no counterexample of the entry", function()
+    local doc = require("cjson").decode(io.open(AWS_MASKER_TEST_CATALOG):read("*a"))
+    for _, p in ipairs(doc.patterns) do
+      for _, ex in ipairs(p.examples or {}) do
+        -- masked by its own entry or an earlier one at the same place (priority)
+        local m = cat:scan(ex)
+        assert.is_table(m, p.name .. " misses " .. ex)
+        for _, x in ipairs(m) do
+          assert.truthy(ex:find(x.value, 1, true))
+        end
+      end
+      for _, ex in ipairs(p.counterexamples or {}) do
+        local m = cat:scan(ex)
+        local hit = false
+        for _, x in ipairs(m or {}) do
+          if x.name == p.name then hit = true end
+        end
+        assert.is_false(hit, p.name .. " matches counterexample " .. ex)
+      end
+    end
+  end)
+
+  it("reports offsets, names and codes in text order", function()
+    local text = "i-0a1b2c3d on 10.0.1.5 in vpc-a01106c2"
+    local m = cat:scan(text)
+    assert.equal(3, #m)
+    assert.same({ 1, 10, "ec2_instance_id", "EC2", "i-0a1b2c3d" },
+      { m[1].start, m[1].stop, m[1].name, m[1].code, m[1].value })
+    assert.equal("10.0.1.5", text:sub(m[2].start, m[2].stop))
+    assert.equal("PRIVATE_IP", m[2].code)
+    assert.equal("VPC", m[3].code)
+  end)
+
+  it("returns nil for text without identifiers", function()
+    assert.is_nil(cat:scan("nothing to see, multi-tenant i-18n"))
+    assert.is_nil(cat:scan(""))
+  end)
+
+  it("prefers the earlier pattern at the same offset", function()
+    local c = assert(catalog.new({ version = 1, patterns = {
+      { name = "first", token = "ONE", regex = [[ab]] },
+      { name = "second", token = "TWO", regex = [[abc]] },
+    } }))
+    local m = c:scan("xabc")
+    assert.equal("ONE", m[1].code)
+    assert.equal(2, m[1].start)
+  end)
+
+  it("masks only the value group, which ends the match", function()
+    local c = assert(catalog.new({ version = 1, patterns = {
+      { name = "secret", token = "SECRET", value_group = "secret",
+        regex = [[(?i:secret_key)\s*=\s*(?P<secret>[A-Za-z0-9/+]{8,})]] },
+    } }))
+    local text = "SECRET_KEY = abcdEFGH1234 ok"
+    local m = c:scan(text)
+    assert.equal("abcdEFGH1234", m[1].value)
+    assert.equal("abcdEFGH1234", text:sub(m[1].start, m[1].stop))
+  end)
+
+  it("works on bytes: UTF-8 around identifiers does not matter", function()
+    local m = cat:scan("é i-0a1b2c3d → 😀10.1.2.3")
+    assert.equal("i-0a1b2c3d", m[1].value)
+    assert.equal("10.1.2.3", m[2].value)
+  end)
+
+  it("rejects a bad catalog with a reason", function()
+    local c, err = catalog.new({ version = 1, patterns = {
+      { name = "x", token = "bad code", regex = "x" } } })
+    assert.is_nil(c)
+    assert.matches("token code", err)
+    c, err = catalog.new({ version = 1, patterns = {
+      { name = "x", token = "X", regex = "(" } } })
+    assert.is_nil(c)
+    assert.matches("does not compile", err)
+    c, err = catalog.new({ version = 2, patterns = {} })
+    assert.is_nil(c)
+    assert.is_string(err)
+  end)
+end)

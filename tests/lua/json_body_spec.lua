@@ -1,0 +1,138 @@
+local catalog = require "aws_masker.catalog"
+local json_body = require "aws_masker.json_body"
+local json_string = require "aws_masker.json_string"
+
+-- Tokens as the store would issue them, numbered by first appearance.
+local function fake_tokens(plan)
+  local tokens, seq = {}, {}
+  for i, f in ipairs(plan.findings) do
+    seq[f.code] = (seq[f.code] or 0) + 1
+    tokens[i] = string.format("AWS_%s_%06d", f.code, seq[f.code])
+  end
+  return tokens
+end
+
+describe("json_body", function()
+  local cat
+
+  setup(function()
+    cat = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
+  end)
+
+  local function mask(raw)
+    local plan, err = json_body.scan(raw, cat)
+    assert.is_nil(err)
+    return json_body.rewrite(plan, fake_tokens(plan)), plan
+  end
+
+  it("rewrites only identifiers and keeps every other byte", function()
+    local raw = '{ "model" : "claude-x",\n  "max_tokens":1.50E+3, "big": 12345678901234567890123,'
+      .. '\t"messages":[{"role":"user","content":"stop i-0a1b2c3d now \\u00e9\\/"}],'
+      .. ' "other": "caf\\u00e9 \\ud83d\\ude00", "n": [1, -0.0, true, null] }'
+    local out = mask(raw)
+    local expected = raw:gsub("i%-0a1b2c3d", "AWS_EC2_000001")
+    -- the changed string is re-encoded (its escapes become bytes), everything else is as sent
+    expected = expected:gsub('now \\u00e9\\/"', 'now é/"')
+    assert.equal(expected, out)
+  end)
+
+  it("leaves a body without identifiers untouched and finds nothing", function()
+    local raw = '{"model":"m","messages":[{"role":"user","content":"hello \\"world\\""}]}'
+    local out, plan = mask(raw)
+    assert.equal(raw, out)
+    assert.equal(0, #plan.findings)
+  end)
+
+  it("finds identifiers hidden behind escapes and astral characters", function()
+    local raw = '{"content":"\\ud83d\\ude00i\\u002d0a1b2c3d\\nvpc-a01106c2\\u2028"}'
+    local out = mask(raw)
+    local doc = require("cjson").decode(out)
+    assert.equal("😀AWS_EC2_000001\nAWS_VPC_000001\226\128\168", doc.content)
+  end)
+
+  it("refuses a lone surrogate (cjson does not accept it)", function()
+    local plan, err = json_body.scan('{"content":"\\ud800 i-0a1b2c3d"}', cat)
+    assert.is_nil(plan)
+    assert.matches("malformed JSON", err)
+  end)
+
+  it("gives one original one token within a body", function()
+    local raw = '{"a":"i-0a1b2c3d","b":["i-0a1b2c3d 10.0.0.1"]}'
+    local out, plan = mask(raw)
+    assert.equal(2, #plan.findings)
+    assert.equal('{"a":"AWS_EC2_000001","b":["AWS_EC2_000001 AWS_PRIVATE_IP_000001"]}', out)
+  end)
+
+  it("does not touch structural values, thinking blocks nor base64 data", function()
+    local raw = '{"model":"i-0a1b2c3d","messages":[{"role":"user","content":['
+      .. '{"type":"thinking","thinking":"i-0a1b2c3d","signature":"i-0a1b2c3d"},'
+      .. '{"signature":"x","thinking":"i-11111111 first","type":"thinking"},'
+      .. '{"type":"redacted_thinking","data":"i-0a1b2c3d"},'
+      .. '{"type":"image","source":{"type":"base64","media_type":"image/png",'
+      .. '"data":"i-0a1b2c3d"}},'
+      .. '{"type":"document","source":{"type":"text","data":"i-0a1b2c3d"}},'
+      .. '{"type":"tool_result","tool_use_id":"i-0a1b2c3d","content":"i-0a1b2c3d"}]}]}'
+    local out = mask(raw)
+    local doc = require("cjson").decode(out)
+    local blocks = doc.messages[1].content
+    assert.equal("i-0a1b2c3d", doc.model)
+    assert.equal("i-0a1b2c3d", blocks[1].thinking)
+    assert.equal("i-0a1b2c3d", blocks[1].signature)
+    assert.equal("i-11111111 first", blocks[2].thinking)
+    assert.equal("i-0a1b2c3d", blocks[3].data)
+    assert.equal("i-0a1b2c3d", blocks[4].source.data)
+    assert.equal("AWS_EC2_000001", blocks[5].source.data)
+    assert.equal("i-0a1b2c3d", blocks[6].tool_use_id)
+    assert.equal("AWS_EC2_000001", blocks[6].content)
+  end)
+
+  it("masks keys and structural-looking keys inside tool input like values", function()
+    local raw = '{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1",'
+      .. '"name":"stop","input":{"i-0a1b2c3d":"running","id":"i-0b1b2c3d",'
+      .. '"nested":{"type":"thinking","thinking":"sg-903004f8"}}}]}],'
+      .. '"system":[{"type":"text","text":"VPC vpc-a01106c2"}],'
+      .. '"tools":[{"name":"t","input_schema":{"type":"object","properties":{'
+      .. '"i-22222222":{"type":"string"}}}}]}'
+    local out = mask(raw)
+    local doc = require("cjson").decode(out)
+    local input = doc.messages[1].content[1].input
+    assert.equal("running", input.AWS_EC2_000001)
+    assert.equal("AWS_EC2_000002", input.id)
+    assert.equal("AWS_SG_000001", input.nested.thinking)
+    assert.equal("toolu_1", doc.messages[1].content[1].id)
+    assert.equal("VPC AWS_VPC_000001", doc.system[1].text)
+    assert.is_table(doc.tools[1].input_schema.properties.AWS_EC2_000003)
+  end)
+
+  it("masks text that already looks like a token", function()
+    local out = mask('{"content":"AWS_EC2_000001"}')
+    assert.equal('{"content":"AWS_TOKEN_000001"}', out)
+  end)
+
+  it("rejects malformed JSON, NaN and trailing garbage", function()
+    for _, raw in ipairs({ '{"a":', '{"a":NaN}', '{"a":1} x', '', '{"a":0x10}' }) do
+      local plan, err = json_body.scan(raw, cat)
+      assert.is_nil(plan)
+      assert.matches("malformed JSON", err)
+    end
+  end)
+
+  it("masks a top-level string and arrays", function()
+    assert.equal('"AWS_EC2_000001"', (mask('"i-0a1b2c3d"')))
+    assert.equal('[1,"AWS_EC2_000001",{}]', (mask('[1,"i-0a1b2c3d",{}]')))
+  end)
+end)
+
+describe("json_string", function()
+  it("round-trips escapes, controls and unicode", function()
+    local s = 'a"b\\c/\b\f\n\r\t\1\31é😀'
+    local enc = json_string.encode(s)
+    assert.equal('a\\"b\\\\c/\\b\\f\\n\\r\\t\\u0001\\u001fé😀', enc)
+    assert.equal(s, json_string.decode(enc))
+  end)
+
+  it("decodes surrogate pairs to 4-byte UTF-8", function()
+    assert.equal("😀", json_string.decode("\\ud83d\\ude00"))
+    assert.equal("\\ud83d", json_string.encode(json_string.decode("\\ud83d")))
+  end)
+end)
