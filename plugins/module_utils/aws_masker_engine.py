@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: contributors to aws_masking.gateway
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Python twin of the gateway's masking engine.
@@ -11,13 +10,9 @@ in the ``aws-mask`` command-line scanner; the parity tests hold it equal to the 
 Standard library and PyYAML only, Python 3.9+.
 """
 
-from __future__ import absolute_import, division, print_function
-
 import os
 import re
 from collections import Counter, namedtuple
-
-__metaclass__ = type
 
 try:
     import yaml
@@ -51,7 +46,7 @@ class CatalogError(ValueError):
 
 
 def default_catalog_path():
-    """Return ``<collection root>/catalog/aws_patterns.yml`` (this file is in plugins/module_utils)."""
+    """``<collection root>/catalog/aws_patterns.yml``, this file being in plugins/module_utils."""
     here = os.path.dirname(os.path.abspath(__file__))
     return os.path.join(os.path.dirname(os.path.dirname(here)), "catalog", "aws_patterns.yml")
 
@@ -64,15 +59,23 @@ def dialect_problems(regex):
 class Pattern:
     """One catalog entry, compiled on its own for checks and diagnostics."""
 
-    __slots__ = ("name", "token_code", "regex", "value_group", "description", "examples",
-                 "counterexamples", "compiled")
+    __slots__ = (
+        "compiled",
+        "counterexamples",
+        "description",
+        "examples",
+        "name",
+        "regex",
+        "token_code",
+        "value_group",
+    )
 
     def __init__(self, entry, index):
         if not isinstance(entry, dict):
-            raise CatalogError("pattern #%d is not a mapping" % index)
+            raise CatalogError(f"pattern #{index} is not a mapping")
         for key in ("name", "token", "regex"):
             if not isinstance(entry.get(key), str) or not entry.get(key):
-                raise CatalogError("pattern #%d: %r must be a non-empty string" % (index, key))
+                raise CatalogError(f"pattern #{index}: {key!r} must be a non-empty string")
         self.name = entry["name"]
         self.token_code = entry["token"]
         self.regex = entry["regex"]
@@ -81,21 +84,21 @@ class Pattern:
         self.examples = list(entry.get("examples") or [])
         self.counterexamples = list(entry.get("counterexamples") or [])
 
-        where = "pattern %r" % self.name
+        where = f"pattern {self.name!r}"
         if not TOKEN_CODE_RE.match(self.token_code) or TOKEN_CODE_DIGIT_RUN_RE.search(
                 self.token_code):
-            raise CatalogError("%s: token code %r is not [A-Z][A-Z0-9]*(_[A-Z][A-Z0-9]*)* without "
-                               "a run of six digits" % (where, self.token_code))
+            raise CatalogError(f"{where}: token code {self.token_code!r} is not "
+                               "[A-Z][A-Z0-9]*(_[A-Z][A-Z0-9]*)* without a run of six digits")
         problems = dialect_problems(self.regex)
         if problems:
-            raise CatalogError("%s: %s" % (where, "; ".join(problems)))
+            raise CatalogError(f"{where}: {'; '.join(problems)}")
         try:
             self.compiled = re.compile(self.regex, re.ASCII)
         except re.error as exc:
-            raise CatalogError("%s: regex does not compile: %s" % (where, exc))
+            raise CatalogError(f"{where}: regex does not compile: {exc}")
         if self.value_group is not None and self.value_group not in self.compiled.groupindex:
-            raise CatalogError("%s: value_group %r is not a named group of the regex"
-                               % (where, self.value_group))
+            raise CatalogError(f"{where}: value_group {self.value_group!r} is not a named "
+                               "group of the regex")
 
     def masked_span(self, match):
         """Return the (start, end) ``match`` masks: the value group, else the whole match.
@@ -121,21 +124,21 @@ class Catalog:
         self.by_name = {}
         for pattern in patterns:
             if pattern.name in self.by_name:
-                raise CatalogError("pattern name %r is used twice" % pattern.name)
+                raise CatalogError(f"pattern name {pattern.name!r} is used twice")
             self.by_name[pattern.name] = pattern
-        self._alternation_groups = ["p%d" % i for i in range(len(patterns))]
+        self._alternation_groups = [f"p{i}" for i in range(len(patterns))]
         clashes = set(self._alternation_groups).intersection(
             group for pattern in patterns for group in pattern.compiled.groupindex)
         if clashes:
-            raise CatalogError("group names %s are reserved for the alternation"
-                               % ", ".join(sorted(clashes)))
-        alternation = "|".join("(?P<%s>%s)" % (group, pattern.regex)
+            raise CatalogError(f"group names {', '.join(sorted(clashes))} are reserved for the "
+                               "alternation")
+        alternation = "|".join(f"(?P<{group}>{pattern.regex})"
                                for group, pattern in zip(self._alternation_groups, patterns))
         try:
             self.combined = re.compile(alternation, re.ASCII)
         except re.error as exc:
             # Typically the same group name in two entries: names are global to the alternation.
-            raise CatalogError("the combined alternation does not compile: %s" % exc)
+            raise CatalogError(f"the combined alternation does not compile: {exc}")
         self._pattern_by_group = dict(zip(self._alternation_groups, patterns))
 
     @classmethod
@@ -177,7 +180,7 @@ class Catalog:
 
 
 class InMemoryTokenizer:
-    """Deterministic tokens ``AWS_<CODE>_<NNNNNN>`` kept in memory: one token per code and original.
+    """Deterministic tokens ``AWS_<CODE>_<NNNNNN>`` in memory: one token per code and original.
 
     The gateway keeps the same mapping in Redis; this one lives as long as the object does.
     """
@@ -196,15 +199,32 @@ class InMemoryTokenizer:
             self._sequence[match.token_code] += 1
             number = self._sequence[match.token_code]
             if number > TOKEN_SEQUENCE_LIMIT:
-                raise OverflowError("more than %d tokens of type %s" % (TOKEN_SEQUENCE_LIMIT,
-                                                                        match.token_code))
-            token = "AWS_%s_%06d" % (match.token_code, number)
+                raise OverflowError(f"more than {TOKEN_SEQUENCE_LIMIT} tokens of type "
+                                    f"{match.token_code}")
+            token = f"AWS_{match.token_code}_{number:06d}"
             self._token_by_original[key] = token
             self._original_by_token[token] = match.value
         return token
 
     def original_for(self, token):
         return self._original_by_token.get(token)
+
+    def tokens(self):
+        """The tokens issued so far, in no particular order."""
+        return list(self._original_by_token)
+
+    @classmethod
+    def from_mapping(cls, mapping):
+        """Rebuild a tokenizer from a token -> original table (as ``aws-mask`` saves it)."""
+        tokenizer = cls()
+        for token, original in mapping.items():
+            if not isinstance(original, str) or not TOKEN_RE.fullmatch(token):
+                raise ValueError("the mapping holds an entry that is not token -> text")
+            code, number = token[len("AWS_"):-7], int(token[-6:])
+            tokenizer._token_by_original[(code, original)] = token
+            tokenizer._original_by_token[token] = original
+            tokenizer._sequence[code] = max(tokenizer._sequence[code], number)
+        return tokenizer
 
     def __len__(self):
         return len(self._original_by_token)
@@ -228,7 +248,11 @@ class MaskingEngine:
         return count_by_type(self.scan(text))
 
     def mask_with_report(self, text, tokenizer=None):
-        """Return (masked text, per-type counts); ``tokenizer`` defaults to a fresh in-memory one."""
+        """Return (masked text, per-type counts); ``tokenizer`` defaults to a fresh in-memory one.
+
+        Token numbers follow the order of first appearance, so the same text with a fresh
+        tokenizer always gives the same output.
+        """
         tokenizer = tokenizer if tokenizer is not None else InMemoryTokenizer()
         matches = self.scan(text)
         pieces = []

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The pattern catalog: its format, its regex dialect, and its own examples.
 
 The dialect is the common subset of PCRE (ngx.re, no "u" flag) and Python ``re`` with re.ASCII.
@@ -11,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -19,7 +19,7 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "plugins", "module_utils"))
 
-import aws_masker_engine as engine  # noqa: E402
+import aws_masker_engine as engine
 
 CATALOG_PATH = os.path.join(REPO, "catalog", "aws_patterns.yml")
 CORPUS = os.environ.get("AWS_MASKING_CORPUS") or os.path.join(
@@ -39,7 +39,7 @@ def _ids(patterns):
 
 def _expected_value(pattern, example):
     found = pattern.compiled.search(example)
-    assert found, "%s does not match its example %r" % (pattern.name, example)
+    assert found, f"{pattern.name} does not match its example {example!r}"
     start, end = pattern.masked_span(found)
     return example[start:end]
 
@@ -173,7 +173,7 @@ class Pcre2:
         if not code:
             message = ctypes.create_string_buffer(256)
             self.lib.pcre2_get_error_message_8(error.value, message, 256)
-            raise ValueError("%s at %d" % (message.value.decode(), offset.value))
+            raise ValueError(f"{message.value.decode()} at {offset.value}")
         return code
 
     def scan(self, catalog, text):
@@ -183,7 +183,7 @@ class Pcre2:
             code = self.compile(catalog.combined.pattern)
             catalog._pcre2_code = code
         data = self.lib.pcre2_match_data_create_from_pattern_8(code, None)
-        groups = [self.lib.pcre2_substring_number_from_name_8(code, ("p%d" % i).encode())
+        groups = [self.lib.pcre2_substring_number_from_name_8(code, f"p{i}".encode())
                   for i in range(len(catalog.patterns))]
         values = [self.lib.pcre2_substring_number_from_name_8(code, p.value_group.encode())
                   if p.value_group else None for p in catalog.patterns]
@@ -231,7 +231,7 @@ def test_regex_compiles_in_pcre2(pattern):
 def _parity_texts():
     texts = []
     for pattern in PATTERNS:
-        texts.extend("see %s here" % t for t in pattern.examples + pattern.counterexamples)
+        texts.extend(f"see {t} here" for t in pattern.examples + pattern.counterexamples)
     for sub in ("real", "negative"):
         folder = os.path.join(CORPUS, sub)
         if os.path.isdir(folder):
@@ -247,3 +247,84 @@ def test_pcre2_scan_equals_the_python_twin():
     for text in _parity_texts():
         twin = [(m.name, m.value) for m in CATALOG.scan(text)]
         assert PCRE2.scan(CATALOG, text) == twin, text[:200]
+
+
+# ---------------------------------------------------------------- the twin's API
+
+
+def test_importable_as_a_collection_module_utils():
+    collections = os.path.join(REPO, "collections")
+    if not os.path.isdir(os.path.join(collections, "ansible_collections")):
+        pytest.skip("no collections/ansible_collections link in this checkout")
+    code = ("from ansible_collections.aws_masking.gateway.plugins.module_utils "
+            "import aws_masker_engine as e; print(e.mask_text('vpc-0a1b2c3d'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, env=dict(os.environ, PYTHONPATH=collections))
+    assert (result.returncode, result.stdout.strip()) == (0, "AWS_VPC_000001"), result.stderr
+
+
+def test_default_catalog_path_is_the_collection_catalog():
+    assert os.path.samefile(engine.default_catalog_path(), CATALOG_PATH)
+
+
+def test_scan_reports_spans_types_and_values():
+    text = "i-0a1b2c3d on 10.0.1.5 in vpc-a01106c2"
+    found = engine.scan(text)
+    assert [(m.start, m.end, m.name, m.token_code, m.value) for m in found] == [
+        (0, 10, "ec2_instance_id", "EC2", "i-0a1b2c3d"),
+        (14, 22, "private_ipv4", "PRIVATE_IP", "10.0.1.5"),
+        (26, 38, "vpc_id", "VPC", "vpc-a01106c2")]
+    assert engine.scan("nothing to see, multi-tenant i-18n") == []
+
+
+def test_value_group_masks_only_the_value():
+    text = '"OwnerId": "111122223333", "SecretKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"'
+    masked = engine.mask_text(text)
+    assert masked == '"OwnerId": "AWS_ACCOUNT_000001", "SecretKey": "AWS_SECRET_KEY_000001"'
+
+
+def test_tokens_are_deterministic_and_one_per_original():
+    tokenizer = engine.InMemoryTokenizer()
+    first = engine.mask_text("vpc-0a1b2c3d vpc-1b2c3d4e vpc-0a1b2c3d", tokenizer)
+    assert first == "AWS_VPC_000001 AWS_VPC_000002 AWS_VPC_000001"
+    assert engine.mask_text("vpc-1b2c3d4e", tokenizer) == "AWS_VPC_000002"
+    assert engine.mask_text("vpc-1b2c3d4e") == "AWS_VPC_000001", "fresh tokenizer, fresh numbers"
+    assert len(tokenizer) == 2
+
+
+def test_one_token_per_code_across_entries():
+    # The same bucket in an s3:// URL and in a virtual host comes from two entries.
+    masked = engine.mask_text("s3://my-logs-data/x and https://my-logs-data.s3.amazonaws.com/x")
+    assert masked == ("s3://AWS_S3_BUCKET_000001/x and "
+                      "https://AWS_S3_BUCKET_000001.s3.amazonaws.com/x")
+
+
+def test_unmask_restores_known_tokens_and_leaves_unknown_ones():
+    tokenizer = engine.InMemoryTokenizer()
+    masked = engine.mask_text("sg-903004f8 and AWS_EC2_000042", tokenizer)
+    assert masked == "AWS_SG_000001 and AWS_TOKEN_000001"
+    reply = masked + " AWS_SG_000009"
+    assert engine.unmask_text(reply, tokenizer) == "sg-903004f8 and AWS_EC2_000042 AWS_SG_000009"
+
+
+def test_tokenizer_round_trips_through_a_mapping():
+    tokenizer = engine.InMemoryTokenizer()
+    engine.mask_text("vpc-0a1b2c3d i-0a1b2c3d", tokenizer)
+    mapping = {t: tokenizer.original_for(t) for t in tokenizer.tokens()}
+    rebuilt = engine.InMemoryTokenizer.from_mapping(mapping)
+    assert engine.mask_text("vpc-0a1b2c3d vpc-1b2c3d4e", rebuilt) == "AWS_VPC_000001 AWS_VPC_000002"
+    with pytest.raises(ValueError):
+        engine.InMemoryTokenizer.from_mapping({"not-a-token": "x"})
+
+
+def test_count_by_type_never_holds_values():
+    counts = engine.MaskingEngine().count("i-0a1b2c3d i-0a1b2c3d 10.0.1.5")
+    assert counts == {"ec2_instance_id": 2, "private_ipv4": 1}
+
+
+def test_value_group_that_does_not_end_the_match_falls_back_to_the_whole_match():
+    # Same rule as the Lua engine: a broken entry masks more, never less.
+    data = {"version": 1, "patterns": [
+        {"name": "odd", "token": "ODD", "value_group": "v", "regex": "key=(?P<v>[0-9]+);"}]}
+    found = engine.Catalog.from_data(data).scan("a key=42; b")
+    assert [(m.start, m.end, m.value) for m in found] == [(2, 9, "key=42;")]
