@@ -110,9 +110,9 @@ def test_examples_are_masked_by_their_own_entry(pattern):
         expected = _expected_value(pattern, example)
         if pattern.value_group is None:
             assert expected == example, "without a value group the example is the identifier"
-        # In running text the whole catalog gives the identifier to this entry, not to an
+        # Among other lines the whole catalog gives the identifier to this entry, not to an
         # earlier one that would claim it under another type or cut it short.
-        found = CATALOG.scan("see " + example + " here")
+        found = CATALOG.scan("see:\n" + example + "\nhere")
         mine = [(m.name, m.value, m.token_code) for m in found if m.value == expected]
         assert mine == [(pattern.name, expected, pattern.token_code)], example
 
@@ -231,7 +231,7 @@ def test_regex_compiles_in_pcre2(pattern):
 def _parity_texts():
     texts = []
     for pattern in PATTERNS:
-        texts.extend(f"see {t} here" for t in pattern.examples + pattern.counterexamples)
+        texts.extend(f"see {t} here\n{t}" for t in pattern.examples + pattern.counterexamples)
     for sub in ("real", "negative"):
         folder = os.path.join(CORPUS, sub)
         if os.path.isdir(folder):
