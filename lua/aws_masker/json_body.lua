@@ -31,7 +31,6 @@ local CONTENT_KEYS = { input = true, input_schema = true }
 
 local QUOTE, BACKSLASH = byte('"'), byte("\\")
 local LBRACE, RBRACE, LBRACKET, RBRACKET = byte("{"), byte("}"), byte("["), byte("]")
-local COMMA = byte(",")
 
 local API, CONTENT, UNTOUCHED = 1, 2, 3
 

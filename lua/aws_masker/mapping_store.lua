@@ -24,7 +24,7 @@ local mt = { __index = _M }
 -- every key of one call shares the scope hash tag). ARGV: key prefix, TTL, then code, original
 -- pairs. Returns the tokens in order, or an error naming the code that ran out of numbers.
 local ASSIGN_SCRIPT = [[
-local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local prefix, ttl = ARGV[1], ARGV[2]
 local tokens = {}
 for i = 3, #ARGV, 2 do
   local code, original = ARGV[i], ARGV[i + 1]
@@ -127,7 +127,7 @@ end
 local BATCH = 1000
 
 local function assign_batch(red, args, first, last, findings, tokens)
-  local n = 5
+  local n = 6 -- after sha, numkeys, key, prefix, ttl
   for i = first, last do
     local f = findings[i]
     args[n], args[n + 1] = f.code, f.value
@@ -184,11 +184,8 @@ function _M:assign(scope, findings)
     end
   end
 
-  local ok
-  ok, err = red:set_keepalive(self.keepalive, self.pool_size)
-  if not ok then
-    red:close()
-  end
+  -- A connection the pool refuses is closed by the client; the tokens are valid either way.
+  red:set_keepalive(self.keepalive, self.pool_size)
   return tokens
 end
 

@@ -3,7 +3,6 @@
 local hmac_sha1 = ngx.hmac_sha1
 local byte = string.byte
 local format = string.format
-local type = type
 
 local _M = {}
 
@@ -16,20 +15,12 @@ function _M.from_credential(scope_secret, credential)
   return format("%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x", byte(mac, 1, SCOPE_BYTES))
 end
 
--- The credential of a request: the x-api-key header, else Authorization.
-function _M.credential(headers)
-  local key = headers["x-api-key"]
-  if type(key) == "table" then
-    key = key[1]
+-- The credential of a request: the x-api-key header, else Authorization (either may be nil).
+function _M.credential(api_key, authorization)
+  if api_key and api_key ~= "" then
+    return api_key
   end
-  if key and key ~= "" then
-    return key
-  end
-  local auth = headers["authorization"]
-  if type(auth) == "table" then
-    auth = auth[1]
-  end
-  return auth or ""
+  return authorization or ""
 end
 
 return _M

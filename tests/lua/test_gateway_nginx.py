@@ -1,0 +1,385 @@
+"""The nginx_lua engine end to end: a real nginx with the adapter, a private Redis, a local upstream.
+
+Each test gets its own redis-server on a free loopback port, a Messages-API-shaped upstream in a
+thread (it records what reached it and echoes the user's text back, as JSON or as an SSE stream
+cut into small writes), and an nginx running lua/aws_masker/nginx.lua in front of it.
+"""
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = Path("/usr/lib/nginx/modules")
+MAX_BODY = 64 * 1024
+API_KEY = "sk-ant-test-key-1"
+
+IDENTIFIERS = ["i-0a1b2c3d4e5f67890", "arn:aws:iam::123456789012:role/Admin", "10.0.1.5",
+               "vpc-a01106c2", "AKIAIOSFODNN7EXAMPLE"]
+TOKEN_SHAPE = "AWS_"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("nginx") and shutil.which("redis-server")
+         and (MODULES / "ngx_http_lua_module.so").exists()),
+    reason="needs nginx with the Lua module and redis-server")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def sse_event(name, data):
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """A stand-in Messages API: echoes the last user text; SSE when the body asks to stream."""
+
+    protocol_version = "HTTP/1.1"
+    received = None  # set per server: list of (path, headers, body bytes)
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.received.append((self.path, dict(self.headers), body))
+        request = json.loads(body)
+        text = request["messages"][-1]["content"]
+        if isinstance(text, list):
+            text = text[0]["text"]
+        if request.get("stream"):
+            self.stream(text)
+        else:
+            self.message(text)
+
+    def message(self, text):
+        answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                  "content": [{"type": "thinking", "thinking": text, "signature": "sig"},
+                              {"type": "text", "text": "You said: " + text},
+                              {"type": "tool_use", "id": "toolu_1", "name": "echo",
+                               "input": {"text": text, text[:40]: 1}}],
+                  "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 2}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def stream(self, text):
+        events = [sse_event("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": []}}),
+            sse_event("content_block_start", {"type": "content_block_start", "index": 0,
+                                              "content_block": {"type": "text", "text": ""}})]
+        reply = "You said: " + text
+        for i in range(0, len(reply), 5):
+            events.append(sse_event("content_block_delta", {
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": reply[i:i + 5]}}))
+        events.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        events.append(sse_event("content_block_start", {
+            "type": "content_block_start", "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "echo", "input": {}}}))
+        partial = json.dumps({"text": text})
+        for i in range(0, len(partial), 7):
+            events.append(sse_event("content_block_delta", {
+                "type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": partial[i:i + 7]}}))
+        events.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": 1}))
+        events.append(sse_event("message_stop", {"type": "message_stop"}))
+        data = "".join(events).encode()
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for i in range(0, len(data), 13):  # small writes: events and tokens split across chunks
+            self.wfile.write(data[i:i + 13])
+            self.wfile.flush()
+        self.close_connection = True
+
+
+NGINX_CONF = """
+load_module {modules}/ndk_http_module.so;
+load_module {modules}/ngx_http_lua_module.so;
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/client_body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+
+  lua_package_path "{repo}/lua/?.lua;;";
+  lua_shared_dict aws_masker_stats 1m;
+  init_by_lua_block {{ require("aws_masker.nginx").init("{tmp}/aws_masker.json") }}
+  init_worker_by_lua_block {{ require("aws_masker.nginx").init_worker() }}
+
+  upstream anthropic {{
+    server 127.0.0.1:{upstream_port};
+    keepalive 4;
+  }}
+
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size {max_body};
+    client_body_buffer_size {max_body};
+    error_page 413 = @aws_masker_too_large;
+
+    location /v1/ {{
+      access_by_lua_block {{ require("aws_masker.nginx").access() }}
+      header_filter_by_lua_block {{ require("aws_masker.nginx").header_filter() }}
+      body_filter_by_lua_block {{ require("aws_masker.nginx").body_filter() }}
+      log_by_lua_block {{ require("aws_masker.nginx").log() }}
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Accept-Encoding "";
+      proxy_buffering off;
+      proxy_pass http://anthropic;
+    }}
+
+    location @aws_masker_too_large {{
+      content_by_lua_block {{ require("aws_masker.nginx").request_too_large() }}
+    }}
+
+    location = /aws-masker/status {{
+      allow 127.0.0.1;
+      deny all;
+      content_by_lua_block {{ require("aws_masker.nginx").status() }}
+    }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    procs = []
+    upstream = None
+    try:
+        redis_port = free_port()
+        redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+             "--requirepass", "test-redis-password", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(redis_proc)
+        wait_port(redis_port, redis_proc, "redis-server")
+
+        upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+        upstream.received = []
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+
+        catalog = yaml.safe_load((REPO / "catalog" / "aws_patterns.yml").read_text())
+        (tmp_path / "aws_patterns.json").write_text(json.dumps(catalog))
+        config = {
+            "catalog_path": str(tmp_path / "aws_patterns.json"),
+            "redis": {"host": "127.0.0.1", "port": redis_port, "password": "test-redis-password",
+                      "database": 0, "connect_timeout_ms": 500, "send_timeout_ms": 500,
+                      "read_timeout_ms": 1000, "pool_size": 8, "keepalive_ms": 10000},
+            "mapping_ttl_seconds": 3600,
+            "scope_secret": "a-test-scope-secret-of-32-chars!",
+            "max_body_bytes": MAX_BODY,
+            "fail_mode": "closed",
+        }
+        (tmp_path / "aws_masker.json").write_text(json.dumps(config))
+        port = free_port()
+        (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(
+            modules=MODULES, tmp=tmp_path, repo=REPO, upstream_port=upstream.server_port,
+            port=port, max_body=MAX_BODY))
+        nginx = subprocess.Popen(
+            ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+             "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(nginx)
+        wait_port(port, nginx, "nginx")
+
+        yield {"url": f"http://127.0.0.1:{port}", "received": upstream.received,
+               "redis": redis_proc, "redis_port": redis_port, "log": tmp_path / "error.log"}
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        if upstream is not None:
+            upstream.shutdown()
+            upstream.server_close()
+
+
+def post(gw, body, path="/v1/messages", headers=None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(gw["url"] + path, data=data, method="POST", headers={
+        "Content-Type": "application/json", "x-api-key": API_KEY,
+        "anthropic-version": "2023-06-01", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def message(text, stream=False):
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
+            "messages": [{"role": "user", "content": text}]}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+USER_TEXT = ("Stop " + IDENTIFIERS[0] + " (role " + IDENTIFIERS[1] + ") at " + IDENTIFIERS[2]
+             + " in " + IDENTIFIERS[3] + ", key " + IDENTIFIERS[4] + " — café 😀 done")
+
+
+def forwarded_text(gw, index=-1):
+    _, _, body = gw["received"][index]
+    return json.loads(body)["messages"][-1]["content"]
+
+
+def test_masked_body_reaches_upstream_and_json_response_is_restored(gateway):
+    status, headers, body = post(gateway, message(USER_TEXT))
+    assert status == 200, body
+
+    _, sent_headers, raw = gateway["received"][0]
+    for identifier in IDENTIFIERS:
+        assert identifier.encode() not in raw
+    masked = forwarded_text(gateway)
+    assert "AWS_EC2_000001" in masked and "café 😀 done" in masked
+    assert sent_headers.get("Accept-Encoding") in (None, "")
+    assert json.loads(raw)["model"] == "claude-sonnet-4-5"
+
+    answer = json.loads(body)
+    assert answer["content"][1]["text"] == "You said: " + USER_TEXT
+    assert answer["content"][2]["input"]["text"] == USER_TEXT
+    keys = [key for key in answer["content"][2]["input"] if key != "text"]
+    assert keys[0].startswith("Stop " + IDENTIFIERS[0]) and "AWS_" not in keys[0]  # a key
+    assert answer["content"][0]["thinking"] == masked  # thinking blocks are never altered
+    # the upstream's Content-Length no longer holds: dropped, the body goes chunked
+    assert headers.get("Content-Length") in (None, str(len(body)))
+
+
+def test_same_original_gets_the_same_token_across_requests(gateway):
+    post(gateway, message("first " + IDENTIFIERS[0]))
+    post(gateway, message("again " + IDENTIFIERS[0] + " and " + IDENTIFIERS[3]))
+    first, second = forwarded_text(gateway, 0), forwarded_text(gateway, 1)
+    assert first == "first AWS_EC2_000001"
+    assert second == "again AWS_EC2_000001 and AWS_VPC_000001"
+
+    # Another credential is another scope: its own numbering, no access to the first one's.
+    status, _, _ = post(gateway, message("other " + IDENTIFIERS[3]),
+                        headers={"x-api-key": "sk-ant-someone-else"})
+    assert status == 200
+    assert forwarded_text(gateway, 2) == "other AWS_VPC_000001"
+
+
+def test_sse_stream_is_restored_across_split_events(gateway):
+    status, headers, body = post(gateway, message(USER_TEXT, stream=True))
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/event-stream")
+    assert "AWS_" in forwarded_text(gateway)
+
+    text, partial, types = "", "", []
+    for block in body.decode().split("\n\n"):
+        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        if not data:
+            continue
+        event = json.loads(data[0])
+        types.append(event["type"])
+        if event["type"] == "content_block_delta":
+            delta = event["delta"]
+            text += delta.get("text", "")
+            partial += delta.get("partial_json", "")
+    assert text == "You said: " + USER_TEXT
+    assert json.loads(partial) == {"text": USER_TEXT}
+    assert types[-1] == "message_stop"
+
+
+def test_store_down_fails_closed_with_nothing_forwarded(gateway):
+    stop(gateway["redis"])
+    status, headers, body = post(gateway, message(USER_TEXT))
+    assert status == 503
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(body)
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "mapping store" in error["error"]["message"]
+    assert gateway["received"] == []
+
+
+def test_malformed_json_is_rejected(gateway):
+    status, _, body = post(gateway, b'{"model": "m", "messages": [')
+    assert status == 400
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert gateway["received"] == []
+
+
+def test_compressed_request_is_rejected(gateway):
+    status, _, body = post(gateway, b"\x1f\x8b\x08\x00", headers={"Content-Encoding": "gzip"})
+    assert status == 400
+    assert "Content-Encoding" in json.loads(body)["error"]["message"]
+    assert gateway["received"] == []
+
+
+def test_oversize_body_is_rejected(gateway):
+    status, headers, body = post(gateway, message("x" * (MAX_BODY + 10)))
+    assert status == 413
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["type"] == "request_too_large"
+    assert gateway["received"] == []
+
+
+def test_body_without_identifiers_passes_byte_for_byte(gateway):
+    raw = b'{"model":"m", "max_tokens": 1.0E+3,"messages":[{"role":"user","content":"hi \\u00e9"}]}'
+    status, _, _ = post(gateway, raw)
+    assert status == 200
+    assert gateway["received"][0][2] == raw
+
+
+def test_status_and_log_line(gateway):
+    post(gateway, message(USER_TEXT))
+    with urllib.request.urlopen(gateway["url"] + "/aws-masker/status", timeout=5) as response:
+        status = json.loads(response.read())
+    assert status["status"] == "healthy"
+    assert status["masked_requests"] == 1 and status["identifiers_masked"] == 5
+
+    log = gateway["log"].read_text()
+    lines = [line for line in log.splitlines() if "aws_masker status=" in line]
+    assert lines and "masked=5" in lines[-1] and "store_ms=" in lines[-1]
+    for identifier in IDENTIFIERS + [API_KEY]:
+        assert identifier not in log
