@@ -87,4 +87,54 @@ describe("catalog", function()
     assert.is_nil(c)
     assert.is_string(err)
   end)
+
+  it("finds exactly what the single alternation finds, on the corpus and generated text", function()
+    local function same(text, where)
+      local a = cat:scan(text) or {}
+      local b = cat:scan_alternation(text) or {}
+      assert.equal(#b, #a, where)
+      for i = 1, #b do
+        if a[i].start ~= b[i].start or a[i].stop ~= b[i].stop or a[i].name ~= b[i].name then
+          assert.same(b[i], a[i], where .. " match " .. i)
+        end
+      end
+      return #a
+    end
+
+    local lfs = require "lfs"
+    local corpus = AWS_MASKER_TEST_DIR .. "/../../../shared/corpus"
+    local files, found = 0, 0
+    for _, dir in ipairs({ "real", "negative" }) do
+      local path = corpus .. "/" .. dir
+      if lfs.attributes(path, "mode") == "directory" then
+        for name in lfs.dir(path) do
+          if name:sub(1, 1) ~= "." and not name:find("%.expect%.json$") then
+            local f = io.open(path .. "/" .. name, "rb")
+            if f then
+              found = found + same(f:read("*a"), name)
+              f:close()
+              files = files + 1
+            end
+          end
+        end
+      end
+    end
+
+    -- generated: examples glued together in random orders and separators
+    local doc = require("cjson").decode(io.open(AWS_MASKER_TEST_CATALOG):read("*a"))
+    local pieces = { " ", "-", "/", ":", "\n", "\"", "x", "0", ".", "é", "=" }
+    for _, p in ipairs(doc.patterns) do
+      for _, ex in ipairs(p.examples or {}) do pieces[#pieces + 1] = ex end
+      for _, ex in ipairs(p.counterexamples or {}) do pieces[#pieces + 1] = ex end
+    end
+    math.randomseed(7)
+    for run = 1, 300 do
+      local parts = {}
+      for k = 1, math.random(1, 30) do
+        parts[k] = pieces[math.random(#pieces)]
+      end
+      found = found + same(table.concat(parts), "generated run " .. run)
+    end
+    assert.is_true(found > 0)
+  end)
 end)
