@@ -9,6 +9,8 @@ if not ok_redis then
   redis = require "nginx.redis" -- Debian's name for lua-resty-redis
 end
 
+local HAS_SET_TIMEOUTS = rawget(redis, "set_timeouts") ~= nil
+
 local sha1_bin = ngx.sha1_bin
 local byte = string.byte
 local find = string.find
@@ -93,12 +95,22 @@ local function connect(self)
   if not red then
     return nil, "redis client: " .. err
   end
-  red:set_timeouts(self.connect_timeout, self.send_timeout, self.read_timeout)
+  -- Unknown methods of the client are sent to Redis as commands: test for the real one.
+  -- Older clients (Debian's 0.27) have one timeout: connect's first, then the slower of the two.
+  if HAS_SET_TIMEOUTS then
+    red:set_timeouts(self.connect_timeout, self.send_timeout, self.read_timeout)
+  else
+    red:set_timeout(self.connect_timeout)
+  end
 
   local ok
   ok, err = red:connect(self.host, self.port, { pool = self.pool, pool_size = self.pool_size })
   if not ok then
     return nil, "redis connect: " .. err
+  end
+  if not HAS_SET_TIMEOUTS then
+    red:set_timeout(self.read_timeout > self.send_timeout and self.read_timeout
+      or self.send_timeout)
   end
 
   -- A pooled connection is already authenticated and on the right database.

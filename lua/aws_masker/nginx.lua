@@ -13,7 +13,7 @@
 --
 -- Phases: access() masks the request body, header_filter() and body_filter() restore the
 -- response, log() writes one key=value line per request; status() serves a JSON health page
--- and request_too_large() an Anthropic-shaped 413 for `error_page 413`.
+-- and error_page(status) Anthropic-shaped bodies for the errors nginx raises itself.
 -- Counters are shared across workers when `lua_shared_dict aws_masker_stats 1m;` is declared.
 
 local cjson = require "cjson.safe"
@@ -49,7 +49,8 @@ local config, catalog, store
 local worker_counters = {}
 
 local COUNTERS = { "requests", "masked_requests", "identifiers_masked", "store_errors",
-  "fail_open", "rejected_400", "rejected_413", "rejected_500", "rejected_503",
+  "fail_open", "rejected_400", "rejected_413", "rejected_500", "rejected_502", "rejected_503",
+  "rejected_504",
   "tokens_restored", "unknown_tokens" }
 
 local function count(name, n)
@@ -208,6 +209,15 @@ function _M.access()
       .. "send the body without Content-Encoding")
   end
 
+  -- Only JSON is masked; anything else would have to be forwarded unmasked (multipart uploads
+  -- of the Files API are refused until they can be masked).
+  local ctype = ngx_var.http_content_type
+  if ctype and not find(lower(ctype), "json", 1, true) then
+    if (tonumber(ngx_var.http_content_length) or 0) > 0 or ngx_var.http_transfer_encoding then
+      return reject(st, 400, "only JSON request bodies can pass the masking gateway")
+    end
+  end
+
   local max = config.max_body_bytes
   local length = tonumber(ngx_var.http_content_length)
   if length and length > max then
@@ -288,10 +298,16 @@ function _M.header_filter()
     return
   end
 
+  -- JSON, event streams and text are restored; other media (file downloads) pass untouched.
+  local ctype = lower(ngx.header["Content-Type"] or "application/json")
+  local stream = find(ctype, "text/event-stream", 1, true)
+  if not stream and not find(ctype, "json", 1, true) and not find(ctype, "text/", 1, true) then
+    return
+  end
+
   local restorer = unmask.new(st.originals)
   st.restorer = restorer
-  local ctype = ngx.header["Content-Type"]
-  if ctype and find(lower(ctype), "text/event-stream", 1, true) then
+  if stream then
     st.stream = sse.new(restorer)
   else
     st.chunks, st.nchunks = {}, 0
@@ -399,15 +415,31 @@ function _M.status()
   ngx.say(concat(parts))
 end
 
--- content_by_lua for `error_page 413 = @name`: nginx rejects bodies over client_max_body_size
--- before any Lua phase runs; this gives that rejection the API's error shape.
-function _M.request_too_large()
-  count("rejected_413")
-  ngx.status = 413
+local ERROR_PAGE_MESSAGES = {
+  [413] = "request body exceeds the gateway limit",
+  [500] = "internal gateway error",
+  [502] = "the upstream API could not be reached",
+  [504] = "the upstream API did not answer in time",
+}
+
+-- content_by_lua for a named location behind `error_page <status> = @name`: errors nginx
+-- produces itself (body over client_max_body_size before any Lua phase, upstream unreachable)
+-- get the API's error shape instead of an HTML page.
+function _M.error_page(status)
+  status = status or 500
+  count("rejected_" .. status)
+  local message = ERROR_PAGE_MESSAGES[status] or "gateway error"
+  if status == 413 and config then
+    message = message .. " of " .. config.max_body_bytes .. " bytes"
+  end
+  ngx.status = status
   ngx.header["Content-Type"] = "application/json"
-  ngx.print(errors.body(413, "request body exceeds the gateway limit of "
-    .. (config and config.max_body_bytes or 0) .. " bytes"))
-  return ngx.exit(413)
+  ngx.print(errors.body(status, message))
+  return ngx.exit(status)
+end
+
+function _M.request_too_large()
+  return _M.error_page(413)
 end
 
 return _M

@@ -1,11 +1,15 @@
-"""The nginx_lua engine end to end: a real nginx with the adapter, a private Redis, a local upstream.
+"""The nginx_lua engine end to end: real nginx with the adapter, private Redis, local upstream.
 
 Each test gets its own redis-server on a free loopback port, a Messages-API-shaped upstream in a
 thread (it records what reached it and echoes the user's text back, as JSON or as an SSE stream
 cut into small writes), and an nginx running lua/aws_masker/nginx.lua in front of it.
 """
 
+import concurrent.futures
+import contextlib
+import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +142,7 @@ class Upstream(BaseHTTPRequestHandler):
 
 
 NGINX_CONF = """
+{user}
 load_module {modules}/ndk_http_module.so;
 load_module {modules}/ngx_http_lua_module.so;
 worker_processes 2;
@@ -164,8 +170,11 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     client_max_body_size {max_body};
-    client_body_buffer_size {max_body};
-    error_page 413 = @aws_masker_too_large;
+    client_body_buffer_size {body_buffer};
+    error_page 413 = @aws_masker_413;
+    error_page 500 = @aws_masker_500;
+    error_page 502 = @aws_masker_502;
+    error_page 504 = @aws_masker_504;
 
     location /v1/ {{
       access_by_lua_block {{ require("aws_masker.nginx").access() }}
@@ -179,8 +188,17 @@ http {{
       proxy_pass http://anthropic;
     }}
 
-    location @aws_masker_too_large {{
-      content_by_lua_block {{ require("aws_masker.nginx").request_too_large() }}
+    location @aws_masker_413 {{
+      content_by_lua_block {{ require("aws_masker.nginx").error_page(413) }}
+    }}
+    location @aws_masker_500 {{
+      content_by_lua_block {{ require("aws_masker.nginx").error_page(500) }}
+    }}
+    location @aws_masker_502 {{
+      content_by_lua_block {{ require("aws_masker.nginx").error_page(502) }}
+    }}
+    location @aws_masker_504 {{
+      content_by_lua_block {{ require("aws_masker.nginx").error_page(504) }}
     }}
 
     location = /aws-masker/status {{
@@ -193,8 +211,8 @@ http {{
 """
 
 
-@pytest.fixture
-def gateway(tmp_path):
+@contextlib.contextmanager
+def running_gateway(tmp_path, body_buffer=MAX_BODY):
     procs = []
     upstream = None
     try:
@@ -227,7 +245,9 @@ def gateway(tmp_path):
         port = free_port()
         (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(
             modules=MODULES, tmp=tmp_path, repo=REPO, upstream_port=upstream.server_port,
-            port=port, max_body=MAX_BODY))
+            port=port, max_body=MAX_BODY, body_buffer=body_buffer,
+            # workers of a root master run as nobody, who cannot enter pytest's 0700 dirs
+            user="user root;" if os.geteuid() == 0 else ""))
         nginx = subprocess.Popen(
             ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
              "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -235,6 +255,7 @@ def gateway(tmp_path):
         wait_port(port, nginx, "nginx")
 
         yield {"url": f"http://127.0.0.1:{port}", "received": upstream.received,
+               "upstream": upstream,
                "redis": redis_proc, "redis_port": redis_port, "log": tmp_path / "error.log"}
     finally:
         for proc in reversed(procs):
@@ -242,6 +263,23 @@ def gateway(tmp_path):
         if upstream is not None:
             upstream.shutdown()
             upstream.server_close()
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    with running_gateway(tmp_path) as gw:
+        yield gw
+
+
+def log_lines(gw, needle, timeout=5.0):
+    """The gateway's log lines holding needle; waits for them (the log phase runs after the
+    response has reached the client)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in gw["log"].read_text().splitlines() if needle in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def post(gw, body, path="/v1/messages", headers=None):
@@ -342,8 +380,29 @@ def test_store_down_fails_closed_with_nothing_forwarded(gateway):
     assert gateway["received"] == []
 
 
+def test_store_slower_than_its_timeout_fails_closed(gateway):
+    store = redis.Redis(port=gateway["redis_port"], password="test-redis-password")
+    store.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    started = time.monotonic()
+    status, _, body = post(gateway, message(USER_TEXT))
+    elapsed = time.monotonic() - started
+    assert status == 503, body
+    assert json.loads(body)["error"]["type"] == "api_error"
+    assert elapsed < 2.5  # read_timeout_ms is 1000
+    assert gateway["received"] == []
+    assert log_lines(gateway, "store_error=")
+
+
 def test_malformed_json_is_rejected(gateway):
     status, _, body = post(gateway, b'{"model": "m", "messages": [')
+    assert status == 400
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert gateway["received"] == []
+
+
+def test_non_json_body_is_rejected(gateway):
+    status, _, body = post(gateway, b"--b\r\n" + IDENTIFIERS[0].encode() + b"\r\n--b--",
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert status == 400
     assert json.loads(body)["error"]["type"] == "invalid_request_error"
     assert gateway["received"] == []
@@ -378,8 +437,86 @@ def test_status_and_log_line(gateway):
     assert status["status"] == "healthy"
     assert status["masked_requests"] == 1 and status["identifiers_masked"] == 5
 
+    lines = log_lines(gateway, "aws_masker status=")
     log = gateway["log"].read_text()
-    lines = [line for line in log.splitlines() if "aws_masker status=" in line]
     assert lines and "masked=5" in lines[-1] and "store_ms=" in lines[-1]
     for identifier in IDENTIFIERS + [API_KEY]:
         assert identifier not in log
+
+
+def post_chunked(gw, data, chunk=1000):
+    """POST with Transfer-Encoding: chunked (no Content-Length), as streaming clients do."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(gw["url"].rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.putrequest("POST", "/v1/messages")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("x-api-key", API_KEY)
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for i in range(0, len(data), chunk):
+            part = data[i:i + chunk]
+            conn.send(b"%x\r\n%s\r\n" % (len(part), part))
+        conn.send(b"0\r\n\r\n")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_chunked_request_body_is_masked(gateway):
+    status, body = post_chunked(gateway, json.dumps(message(USER_TEXT)).encode(), chunk=7)
+    assert status == 200, body
+    _, sent_headers, raw = gateway["received"][0]
+    assert int(sent_headers["Content-Length"]) == len(raw)
+    assert IDENTIFIERS[0].encode() not in raw
+    assert json.loads(body)["content"][1]["text"] == "You said: " + USER_TEXT
+
+
+def test_chunked_oversize_body_is_rejected(gateway):
+    status, body = post_chunked(gateway, json.dumps(message("y" * (MAX_BODY + 10))).encode())
+    assert status == 413
+    assert json.loads(body)["error"]["type"] == "request_too_large"
+    assert gateway["received"] == []
+
+
+def test_concurrent_requests_agree_on_tokens(gateway):
+    shared = [f"i-{n:017x}" for n in range(1, 9)]
+    texts = [" ".join(shared[k % 8:] + shared[:k % 8]) + f" own 10.9.{k}.1" for k in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda t: post(gateway, message(t))[0], texts))
+    assert statuses == [200] * len(texts)
+
+    token_of = {}
+    for _, _, raw in gateway["received"]:
+        masked = json.loads(raw)["messages"][-1]["content"].split(" ")
+        # every request rotates the same eight IDs: undo the rotation by sorting the tokens
+        tokens = masked[:8]
+        assert all(t.startswith("AWS_EC2_") for t in tokens)
+        for token in tokens:
+            token_of.setdefault(token, 0)
+            token_of[token] += 1
+        assert masked[9].startswith("AWS_PRIVATE_IP_")
+    assert len(token_of) == 8 and set(token_of.values()) == {len(texts)}
+    numbers = sorted(int(t.rsplit("_", 1)[1]) for t in token_of)
+    assert numbers == list(range(1, 9))
+
+
+def test_body_buffered_to_a_file_is_read_back_and_masked(tmp_path):
+    # Misconfigured on purpose: client_body_buffer_size below client_max_body_size.
+    with running_gateway(tmp_path, body_buffer=1024) as gw:
+        text = USER_TEXT + " " + "z" * 4000
+        status, _, body = post(gw, message(text))
+        assert status == 200, body
+        raw = gw["received"][0][2]
+        assert IDENTIFIERS[0].encode() not in raw
+        assert json.loads(body)["content"][1]["text"] == "You said: " + text
+        assert log_lines(gw, "body_file=1")
+
+
+def test_upstream_down_gives_an_api_shaped_502(gateway):
+    gateway["upstream"].shutdown()
+    gateway["upstream"].server_close()
+    status, headers, body = post(gateway, message("hello"))
+    assert status == 502
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["type"] == "api_error"
