@@ -179,18 +179,23 @@ local function read_request_body(st)
   return body or ""
 end
 
-local function types_of(findings)
-  local counts = {}
-  for i = 1, #findings do
-    local code = findings[i].code
-    counts[code] = (counts[code] or 0) + 1
+-- "CODE:n,..." occurrences per token code, and their total.
+local function count_types(edits)
+  local counts, total = {}, 0
+  for e = 1, #edits do
+    local matches = edits[e].matches
+    for k = 1, #matches do
+      local code = matches[k].code
+      counts[code] = (counts[code] or 0) + 1
+    end
+    total = total + #matches
   end
   local parts = {}
   for code, n in pairs(counts) do
     parts[#parts + 1] = code .. ":" .. n
   end
   sort(parts)
-  return concat(parts, ",")
+  return concat(parts, ","), total
 end
 
 function _M.access()
@@ -271,16 +276,12 @@ function _M.access()
   req.set_body_data(json_body.rewrite(plan, tokens))
 
   local originals = {}
-  local masked = 0
   for i = 1, #findings do
     originals[tokens[i]] = findings[i].value
   end
-  for e = 1, #plan.edits do
-    masked = masked + #plan.edits[e].matches
-  end
+  local types, masked = count_types(plan.edits)
   st.originals = originals
-  st.masked, st.distinct = masked, #findings
-  st.types = types_of(findings)
+  st.masked, st.distinct, st.types = masked, #findings, types
   st.mask_ms = elapsed_ms(start)
   count("masked_requests")
   count("identifiers_masked", masked)

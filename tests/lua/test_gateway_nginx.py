@@ -212,7 +212,7 @@ http {{
 
 
 @contextlib.contextmanager
-def running_gateway(tmp_path, body_buffer=MAX_BODY):
+def running_gateway(tmp_path, body_buffer=MAX_BODY, **overrides):
     procs = []
     upstream = None
     try:
@@ -240,6 +240,7 @@ def running_gateway(tmp_path, body_buffer=MAX_BODY):
             "scope_secret": "a-test-scope-secret-of-32-chars!",
             "max_body_bytes": MAX_BODY,
             "fail_mode": "closed",
+            **overrides,
         }
         (tmp_path / "aws_masker.json").write_text(json.dumps(config))
         port = free_port()
@@ -520,3 +521,24 @@ def test_upstream_down_gives_an_api_shaped_502(gateway):
     assert status == 502
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body)["error"]["type"] == "api_error"
+
+
+def test_fail_open_forwards_unmasked_and_says_so(tmp_path):
+    with running_gateway(tmp_path, fail_mode="open") as gw:
+        stop(gw["redis"])
+        status, _, _ = post(gw, message("hello " + IDENTIFIERS[0]))
+        assert status == 200
+        assert forwarded_text(gw) == "hello " + IDENTIFIERS[0]
+        assert log_lines(gw, "fail_open=1")
+
+
+@pytest.mark.parametrize("change, complaint", [
+    ({"scope_secret": "short"}, "scope_secret"),
+    ({"fail_mode": "sometimes"}, "fail_mode"),
+    ({"catalog_path": "/nonexistent/catalog.json"}, "catalog"),
+])
+def test_bad_configuration_stops_nginx_from_starting(tmp_path, change, complaint):
+    with pytest.raises(RuntimeError):
+        with running_gateway(tmp_path, **change):
+            pass
+    assert complaint in (tmp_path / "error.log").read_text()
