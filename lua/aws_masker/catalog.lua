@@ -103,9 +103,8 @@ function _M.new(doc)
     alts[i] = "p" .. (i - 1)
   end
 
-  local code_set, ctxs, caps = {}, {}, {}
+  local ctxs, caps = {}, {}
   for i = 1, #codes do
-    code_set[codes[i]] = true
     ctxs[i], caps[i] = {}, {}
   end
 
@@ -122,7 +121,6 @@ function _M.new(doc)
     names = names,
     codes = codes,
     groups = groups,
-    code_set = code_set,
     captures = {}, -- reused by every scan: ngx.re.match fills it in place
     scan_ctx = {},
   }, mt)
