@@ -1,0 +1,346 @@
+-- The masking pipeline of one request and its response, the same for every engine.
+--
+-- An adapter (aws_masker.nginx, kong.plugins.aws-masker.handler) reads the request with its
+-- engine's API and hands over plain values: header strings and the whole body. The pipeline
+-- decides, masks and keeps the per-request state; the adapter applies the outcome (set the
+-- body, send an error, clear Content-Length, pass a chunk on) and keeps its own counters.
+--
+--   local p = pipeline.new{ catalog =, store =, scope_secret =, max_body_bytes =, fail_mode = }
+--   local st = p:start()
+--   local ok, failure = p:check_request(st, content_encoding, content_type, content_length,
+--                                       transfer_encoding)
+--   local body, failure = p:mask_body(st, body, api_key, authorization)
+--   if st.originals then <forward body> end       -- masked; otherwise forward the original
+--   if pipeline.restore_start(st, content_type, content_encoding) then <drop Content-Length>
+--   out = pipeline.restore_chunk(st, chunk, eof)  -- nil while a whole body is being buffered
+--   body = pipeline.restore_body(st, body)        -- for engines that buffer the body themselves
+--   line, level = pipeline.log_line(st, status)
+--
+-- A failure is { status =, type =, message =, body = }: body is the Anthropic-shaped error
+-- document to send as application/json. Messages name a cause, never a value.
+
+local catalog_mod = require "aws_masker.catalog"
+local json_body = require "aws_masker.json_body"
+local mapping_store = require "aws_masker.mapping_store"
+local unmask = require "aws_masker.unmask"
+local sse = require "aws_masker.sse"
+local errors = require "aws_masker.errors"
+local scope_mod = require "aws_masker.scope"
+
+local ngx_now = ngx.now
+local update_time = ngx.update_time
+local find = string.find
+local lower = string.lower
+local format = string.format
+local concat = table.concat
+local sort = table.sort
+local pairs = pairs
+local tonumber = tonumber
+local type = type
+local setmetatable = setmetatable
+
+local _M = {}
+local mt = { __index = _M }
+
+-- Any text scanned once, so the regexes are compiled (and JIT-compiled) before traffic.
+local WARM_UP_TEXT = "warm up i-00000000"
+
+local function elapsed_ms(start)
+  update_time()
+  return (ngx_now() - start) * 1000
+end
+
+-- Loads and compiles a catalog file (JSON) and runs one scan so its regexes are compiled.
+function _M.load_catalog(path)
+  local catalog, err = catalog_mod.load(path)
+  if not catalog then
+    return nil, err
+  end
+  local _
+  _, err = catalog:scan(WARM_UP_TEXT)
+  if err then
+    return nil, err
+  end
+  return catalog
+end
+
+-- A mapping store from the configuration's `redis` table and mapping_ttl_seconds. Creating it
+-- opens no connection: each request connects (or takes a pooled connection) when it masks.
+function _M.new_store(conf)
+  local redis = conf.redis
+  if type(redis) ~= "table" then
+    return nil, "redis settings must be a table"
+  end
+  return mapping_store.new({
+    host = redis.host, port = redis.port, password = redis.password,
+    database = redis.database, connect_timeout_ms = redis.connect_timeout_ms,
+    send_timeout_ms = redis.send_timeout_ms, read_timeout_ms = redis.read_timeout_ms,
+    pool_size = redis.pool_size, keepalive_ms = redis.keepalive_ms,
+    mapping_ttl_seconds = conf.mapping_ttl_seconds,
+  })
+end
+
+-- opts: catalog (compiled), store (anything with :assign(scope, findings) returning the tokens
+-- in order, or nil, err), scope_secret, max_body_bytes, fail_mode ("closed" or "open").
+function _M.new(opts)
+  if type(opts) ~= "table" or type(opts.catalog) ~= "table" then
+    return nil, "pipeline needs a compiled catalog"
+  end
+  if type(opts.store) ~= "table" then
+    return nil, "pipeline needs a mapping store"
+  end
+  if type(opts.scope_secret) ~= "string" or opts.scope_secret == "" then
+    return nil, "pipeline needs a scope secret"
+  end
+  if type(opts.max_body_bytes) ~= "number" or opts.max_body_bytes < 1 then
+    return nil, "max_body_bytes must be a positive number"
+  end
+  local fail_mode = opts.fail_mode or "closed"
+  if fail_mode ~= "closed" and fail_mode ~= "open" then
+    return nil, "fail_mode must be 'closed' or 'open'"
+  end
+  return setmetatable({
+    catalog = opts.catalog,
+    store = opts.store,
+    scope_secret = opts.scope_secret,
+    max_body_bytes = opts.max_body_bytes,
+    fail_open = fail_mode == "open",
+    too_large = "request body exceeds the gateway limit of " .. opts.max_body_bytes .. " bytes",
+  }, mt)
+end
+
+-- The state of one request, kept by the adapter for the response phases and the log line.
+function _M.start()
+  update_time()
+  return { masked = 0, distinct = 0, started = ngx_now() }
+end
+
+-- Records a rejection in the request state and returns nil and the failure to send.
+function _M.reject(st, status, message)
+  st.status = status
+  st.error = message
+  return nil, {
+    status = status,
+    type = errors.TYPES[status] or "api_error",
+    message = message,
+    body = errors.body(status, message),
+  }
+end
+local reject = _M.reject
+
+-- Checks what the request headers say before the body is read. Returns true, or nil and a
+-- failure (unsupported encoding or media type, declared length over the limit).
+function _M:check_request(st, content_encoding, content_type, content_length, transfer_encoding)
+  if content_encoding and lower(content_encoding) ~= "identity" then
+    return reject(st, 400, "compressed request bodies are not supported; "
+      .. "send the body without Content-Encoding")
+  end
+
+  -- Only JSON is masked; anything else would have to be forwarded unmasked (multipart uploads
+  -- of the Files API are refused until they can be masked).
+  local length = tonumber(content_length)
+  if content_type and not find(lower(content_type), "json", 1, true) then
+    if (length or 0) > 0 or transfer_encoding then
+      return reject(st, 400, "only JSON request bodies can pass the masking gateway")
+    end
+  end
+
+  if length and length > self.max_body_bytes then
+    return reject(st, 413, self.too_large)
+  end
+  return true
+end
+
+-- "CODE:n,..." occurrences per token code, and their total.
+local function count_types(edits)
+  local counts, total = {}, 0
+  for e = 1, #edits do
+    local matches = edits[e].matches
+    for k = 1, #matches do
+      local code = matches[k].code
+      counts[code] = (counts[code] or 0) + 1
+    end
+    total = total + #matches
+  end
+  local parts = {}
+  for code, n in pairs(counts) do
+    parts[#parts + 1] = code .. ":" .. n
+  end
+  sort(parts)
+  return concat(parts, ","), total
+end
+
+-- Masks a whole request body. api_key and authorization (either may be nil) choose the token
+-- scope. Returns the body to forward, or nil and a failure. The body comes back masked when
+-- st.originals is set afterwards; otherwise it is the body as it came (nothing to mask, or the
+-- store failed under fail_mode "open", recorded as st.fail_open and st.store_error).
+function _M:mask_body(st, body, api_key, authorization)
+  if #body > self.max_body_bytes then
+    return reject(st, 413, self.too_large)
+  end
+  st.bytes_in = #body
+  if body == "" then
+    return body
+  end
+
+  local start = st.started
+  local plan, err = json_body.scan(body, self.catalog)
+  if not plan then
+    if find(err, "^malformed") then
+      return reject(st, 400, err)
+    end
+    return reject(st, 500, "masking failed: " .. err)
+  end
+  st.scan_ms = elapsed_ms(start)
+
+  local findings = plan.findings
+  if #findings == 0 then
+    return body
+  end
+
+  local credential = scope_mod.credential(api_key, authorization)
+  local scope = scope_mod.from_credential(self.scope_secret, credential)
+  local store_start = ngx_now()
+  local tokens
+  tokens, err = self.store:assign(scope, findings)
+  st.store_ms = elapsed_ms(store_start)
+  if not tokens then
+    st.store_error = err
+    if self.fail_open then
+      st.fail_open = true
+      return body
+    end
+    return reject(st, 503, "the mapping store is unavailable; the request was not forwarded")
+  end
+
+  local masked = json_body.rewrite(plan, tokens)
+  local originals = {}
+  for i = 1, #findings do
+    originals[tokens[i]] = findings[i].value
+  end
+  st.originals = originals
+  st.types, st.masked = count_types(plan.edits)
+  st.distinct = #findings
+  st.mask_ms = elapsed_ms(start)
+  return masked
+end
+
+-- Decides from the response headers whether the response is restored, and prepares for it.
+-- Returns true when its body will be rewritten (the adapter must drop Content-Length).
+function _M.restore_start(st, content_type, content_encoding)
+  if not st.originals then
+    return false
+  end
+  if content_encoding and lower(content_encoding) ~= "identity" then
+    st.response_encoded = true -- tokens stay in the response: it cannot be read
+    return false
+  end
+
+  -- JSON, event streams and text are restored; other media (file downloads) pass untouched.
+  local ctype = lower(content_type or "application/json")
+  local stream = find(ctype, "text/event-stream", 1, true)
+  if not stream and not find(ctype, "json", 1, true) and not find(ctype, "text/", 1, true) then
+    return false
+  end
+
+  local restorer = unmask.new(st.originals)
+  st.restorer = restorer
+  if stream then
+    st.stream = sse.new(restorer)
+  else
+    st.chunks, st.nchunks = {}, 0
+  end
+  return true
+end
+
+-- Restores a whole response body (JSON, or text). On failure the body passes as it came and
+-- the error is kept for the log line.
+function _M.restore_body(st, body)
+  local out, err = st.restorer:json_body(body)
+  if not out then
+    st.restore_error = err
+    return body
+  end
+  return out
+end
+
+-- Takes the next chunk of the response body (eof: it is the last). Returns what to send now:
+-- for a stream, the events complete so far (possibly ""); for a whole body, nil until the last
+-- chunk, then the restored body.
+function _M.restore_chunk(st, chunk, eof)
+  local stream = st.stream
+  if stream then
+    local out, err = stream:feed(chunk)
+    if not out then
+      st.restore_error = err
+      out = chunk
+    end
+    if eof then
+      local tail
+      tail, err = stream:finish()
+      if tail then
+        out = out .. tail
+      else
+        st.restore_error = err
+      end
+    end
+    return out
+  end
+
+  if chunk and chunk ~= "" then
+    st.nchunks = st.nchunks + 1
+    st.chunks[st.nchunks] = chunk
+  end
+  if not eof then
+    return nil
+  end
+  local body = concat(st.chunks, "", 1, st.nchunks)
+  st.chunks = nil
+  return _M.restore_body(st, body)
+end
+
+-- Whether the response is restored at all (restore_start said yes).
+function _M.restoring(st)
+  return st.restorer ~= nil
+end
+
+-- Whether the response is an event stream (restored chunk by chunk, never buffered whole).
+function _M.streaming(st)
+  return st.stream ~= nil
+end
+
+-- Tokens restored and unknown tokens seen in the response so far.
+function _M.restore_counts(st)
+  local restorer = st.restorer
+  if not restorer then
+    return 0, 0
+  end
+  return restorer.restored, restorer.unknown
+end
+
+-- The request's key=value log line and its level: "err" when masking or restoring failed,
+-- "warn" when that failure was let through by fail_mode "open", else "notice".
+function _M.log_line(st, status)
+  local restored, unknown = _M.restore_counts(st)
+  local level = "notice"
+  if st.store_error or st.restore_error then
+    level = st.fail_open and "warn" or "err"
+  end
+  -- One concatenation: a single string is built, no table per request.
+  return "aws_masker status=" .. (st.status or status or "-")
+    .. " masked=" .. st.masked .. " distinct=" .. st.distinct .. " types=" .. (st.types or "-")
+    .. " restored=" .. restored .. " unknown_tokens=" .. unknown
+    .. " bytes_in=" .. (st.bytes_in or 0)
+    .. " scan_ms=" .. format("%.2f", st.scan_ms or 0)
+    .. " store_ms=" .. format("%.2f", st.store_ms or 0)
+    .. " mask_ms=" .. format("%.2f", st.mask_ms or 0)
+    .. (st.stream and " stream=1" or "")
+    .. (st.fail_open and " fail_open=1" or "")
+    .. (st.body_file and " body_file=1" or "")
+    .. (st.response_encoded and " response_encoded=1" or "")
+    .. (st.error and (' error="' .. st.error .. '"') or "")
+    .. (st.store_error and (' store_error="' .. st.store_error .. '"') or "")
+    .. (st.restore_error and (' restore_error="' .. st.restore_error .. '"') or ""), level
+end
+
+return _M
