@@ -1,0 +1,109 @@
+-- The Kong adapter: the masking pipeline (aws_masker.pipeline) wired to Kong's plugin phases.
+--
+-- Only PDK calls live here: read the request, forward the masked body or answer with an
+-- Anthropic-shaped error, clear Content-Length of restored responses, pass restored chunks
+-- on, write one log line. Streams are restored chunk by chunk through ngx.arg, as the
+-- body_filter phase hands them over; whole bodies go through kong.response.get_raw_body().
+
+local pipeline = require "aws_masker.pipeline"
+local pipelines = require "kong.plugins.aws-masker.pipelines"
+
+local kong = kong
+local ngx = ngx
+
+local JSON_HEADERS = { ["Content-Type"] = "application/json" }
+
+local AwsMaskerHandler = {
+  VERSION = "1.0.0",
+  -- After authentication and request-transformer (801), so the body masked is the one that
+  -- leaves; before plugins that send the request on.
+  PRIORITY = 790,
+}
+
+local function reject(failure)
+  return kong.response.exit(failure.status, failure.body, JSON_HEADERS)
+end
+
+function AwsMaskerHandler:init_worker()
+  local ok, err = pipelines.warm()
+  if not ok then
+    kong.log.err("aws_masker catalog_load=failed error=\"", err, "\"")
+  end
+end
+
+function AwsMaskerHandler:access(conf)
+  local st = pipeline.start()
+  kong.ctx.plugin.state = st
+
+  local masker, err = pipelines.get(conf)
+  if not masker then
+    kong.log.err("aws_masker configuration_error=\"", err, "\"")
+    local _, failure = pipeline.reject(st, 500, "the masking gateway is not configured")
+    return reject(failure)
+  end
+
+  -- The upstream must answer uncompressed, or its response could not be restored.
+  kong.service.request.clear_header("Accept-Encoding")
+
+  local get_header = kong.request.get_header
+  local ok, failure = masker:check_request(st, get_header("Content-Encoding"),
+    get_header("Content-Type"), get_header("Content-Length"), get_header("Transfer-Encoding"))
+  if not ok then
+    return reject(failure)
+  end
+
+  -- nil when the body was spooled to a file: it is larger than client_body_buffer_size, which
+  -- the deployment sets to max_body_bytes.
+  local body = kong.request.get_raw_body()
+  if not body then
+    st.body_file = true
+    local _, too_large = pipeline.reject(st, 413,
+      "request body exceeds the gateway's in-memory body buffer")
+    return reject(too_large)
+  end
+
+  body, failure = masker:mask_body(st, body, get_header("x-api-key"), get_header("Authorization"))
+  if not body then
+    return reject(failure)
+  end
+  if st.originals then
+    kong.service.request.set_raw_body(body)
+  end
+end
+
+function AwsMaskerHandler:header_filter()
+  local st = kong.ctx.plugin.state
+  if st and pipeline.restore_start(st, kong.response.get_header("Content-Type"),
+      kong.response.get_header("Content-Encoding")) then
+    kong.response.clear_header("Content-Length")
+  end
+end
+
+function AwsMaskerHandler:body_filter()
+  local st = kong.ctx.plugin.state
+  if not st or not pipeline.restoring(st) then
+    return
+  end
+
+  if pipeline.streaming(st) then
+    local arg = ngx.arg
+    arg[1] = pipeline.restore_chunk(st, arg[1], arg[2])
+    return
+  end
+
+  local body = kong.response.get_raw_body()
+  if body then
+    kong.response.set_raw_body(pipeline.restore_body(st, body))
+  end
+end
+
+function AwsMaskerHandler:log()
+  local st = kong.ctx.plugin.state
+  if not st then
+    return
+  end
+  local line, level = pipeline.log_line(st, kong.response.get_status())
+  kong.log[level](line)
+end
+
+return AwsMaskerHandler

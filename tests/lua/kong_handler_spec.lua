@@ -1,0 +1,506 @@
+-- The Kong adapter (kong.plugins.aws-masker.handler) against a stand-in PDK.
+--
+-- Kong is not installed here, so no Kong ran these specs. What is real: nginx's Lua module
+-- (ngx.re is PCRE, as in Kong), the shipped catalog, the masking pipeline. What is faked:
+--   * the global `kong`: only the PDK calls the handler makes, with the signatures and the
+--     behaviour documented for Kong 3.x (kong.request.get_header / get_raw_body,
+--     kong.service.request.clear_header / set_raw_body, kong.response.get_header /
+--     clear_header / get_status / get_raw_body / set_raw_body / exit, kong.ctx.plugin,
+--     kong.log.<level>); each call is recorded;
+--   * ngx.arg: a plain table standing for the chunk and eof flag of one body_filter call;
+--   * the mapping store: Redis cannot be reached from nginx's init phase (no cosockets), so a
+--     store object goes in through the pipeline's interface (pipeline.new{ store = ... }).
+
+local pipeline = require "aws_masker.pipeline"
+local cjson = require "cjson"
+
+local SECRET = "0123456789abcdef-kong-spec"
+local API_KEY = "sk-ant-spec-key"
+
+local IDENTIFIERS = { "i-0a1b2c3d4e5f67890", "arn:aws:iam::123456789012:role/Admin",
+  "10.0.1.5", "vpc-a01106c2" }
+
+-- A store that numbers tokens per scope and code, as the Redis script does.
+local function counting_store()
+  local store = { calls = 0, by_value = {} }
+  function store.assign(self, scope, findings)
+    self.calls = self.calls + 1
+    local tokens = {}
+    for i, f in ipairs(findings) do
+      local key = scope .. "\0" .. f.code .. "\0" .. f.value
+      local token = self.by_value[key]
+      if not token then
+        self[f.code] = (self[f.code] or 0) + 1
+        token = string.format("AWS_%s_%06d", f.code, self[f.code])
+        self.by_value[key] = token
+      end
+      tokens[i] = token
+    end
+    return tokens
+  end
+  return store
+end
+
+local function unreachable_store()
+  return {
+    assign = function()
+      return nil, "redis connect: connection refused"
+    end,
+  }
+end
+
+-- The stand-in PDK for one request. request: { headers = {name = value}, body = string or
+-- nil (nil: the body was spooled to a file) }. The response side is set by the spec.
+local function fake_kong(request)
+  local calls = {}
+  local function record(name, ...)
+    calls[#calls + 1] = { name = name, args = { ... } }
+  end
+
+  local function header_key(name)
+    assert(type(name) == "string", "header name must be a string")
+    return (name:lower():gsub("_", "-"))
+  end
+
+  local request_headers = {}
+  for k, v in pairs(request.headers or {}) do
+    request_headers[header_key(k)] = v
+  end
+
+  local response = { status = 200, headers = {}, buffer = nil }
+  local log_lines = {}
+  local function logger(level)
+    return function(...)
+      local parts = { ... }
+      for i = 1, select("#", ...) do
+        parts[i] = tostring(parts[i])
+      end
+      log_lines[#log_lines + 1] = { level = level, line = table.concat(parts) }
+    end
+  end
+
+  local k = {
+    calls = calls,
+    response_state = response,
+    log_lines = log_lines,
+    ctx = { plugin = {}, shared = {} },
+    log = { err = logger("err"), warn = logger("warn"), notice = logger("notice"),
+      info = logger("info"), debug = logger("debug") },
+    request = {
+      -- First value of a header, case-insensitive, "_" standing for "-"; nil when absent.
+      get_header = function(name)
+        record("request.get_header", name)
+        return request_headers[header_key(name)]
+      end,
+      -- The whole body; nil and an error when nginx spooled it to a file.
+      get_raw_body = function()
+        record("request.get_raw_body")
+        if request.body == nil then
+          return nil, "request body did not fit into client body buffer, "
+            .. "consider raising 'client_body_buffer_size'"
+        end
+        return request.body
+      end,
+    },
+    service = {
+      request = {
+        clear_header = function(name)
+          assert(type(name) == "string", "header name must be a string")
+          record("service.request.clear_header", name)
+        end,
+        set_raw_body = function(body)
+          assert(type(body) == "string", "body must be a string")
+          record("service.request.set_raw_body", body)
+        end,
+      },
+    },
+    response = {
+      get_status = function()
+        return response.status
+      end,
+      get_header = function(name)
+        record("response.get_header", name)
+        return response.headers[header_key(name)]
+      end,
+      clear_header = function(name)
+        assert(type(name) == "string", "header name must be a string")
+        record("response.clear_header", name)
+        response.headers[header_key(name)] = nil
+      end,
+      -- Buffers the chunks; nil (and ngx.arg[1] = nil) until the last, then the whole body.
+      get_raw_body = function()
+        record("response.get_raw_body")
+        local chunk, eof = ngx.arg[1], ngx.arg[2]
+        if type(chunk) == "string" and chunk ~= "" then
+          response.buffer = (response.buffer or "") .. chunk
+        end
+        if not eof then
+          ngx.arg[1] = nil
+          return nil
+        end
+        local body = response.buffer or ""
+        ngx.arg[1] = body
+        return body
+      end,
+      -- Replaces the body: the chunk becomes the body and the last one.
+      set_raw_body = function(body)
+        assert(type(body) == "string", "body must be a string")
+        record("response.set_raw_body", body)
+        ngx.arg[1] = body ~= "" and body or "\n"
+        ngx.arg[2] = true
+        response.buffer = nil
+      end,
+      exit = function(status, body, headers)
+        assert(type(status) == "number" and status >= 100 and status <= 599,
+          "code must be a number between 100 and 599")
+        assert(body == nil or type(body) == "string" or type(body) == "table",
+          "body must be a nil, string or table")
+        assert(headers == nil or type(headers) == "table", "headers must be a nil or table")
+        record("response.exit", status, body, headers)
+        response.status = status
+        response.exited = true
+      end,
+    },
+  }
+  return k
+end
+
+local function calls_named(k, name)
+  local found = {}
+  for _, c in ipairs(k.calls) do
+    if c.name == name then
+      found[#found + 1] = c.args
+    end
+  end
+  return found
+end
+
+-- Runs the body_filter phase over chunks, each as one call with ngx.arg set as nginx does.
+local function run_body_filter(handler, conf, chunks)
+  local saved = rawget(ngx, "arg")
+  local out = {}
+  local ok, err = pcall(function()
+    for i, chunk in ipairs(chunks) do
+      ngx.arg = { chunk, i == #chunks }
+      handler:body_filter(conf)
+      if ngx.arg[1] then
+        out[#out + 1] = ngx.arg[1]
+      end
+    end
+  end)
+  ngx.arg = saved
+  assert(ok, err)
+  return table.concat(out)
+end
+
+local function split(s, size)
+  local parts = {}
+  for i = 1, #s, size do
+    parts[#parts + 1] = s:sub(i, i + size - 1)
+  end
+  return parts
+end
+
+local function messages_body(text)
+  return cjson.encode({ model = "claude-sonnet-4-5", max_tokens = 64,
+    messages = { { role = "user", content = text } } })
+end
+
+describe("kong.plugins.aws-masker.handler", function()
+  local handler, pipelines, catalog
+  local saved_kong
+
+  setup(function()
+    saved_kong = rawget(_G, "kong")
+    -- Busted runs specs in their own environment: the handler sees _G.
+    _G.kong = fake_kong({}) -- the handler caches the global table when it loads
+    pipelines = require "kong.plugins.aws-masker.pipelines"
+    handler = require "kong.plugins.aws-masker.handler"
+    catalog = assert(pipelines.catalog(AWS_MASKER_TEST_CATALOG))
+  end)
+
+  teardown(function()
+    _G.kong = saved_kong
+    package.loaded["kong.plugins.aws-masker.handler"] = nil
+  end)
+
+  -- A fresh PDK state for one request, swapped into the table the handler holds.
+  local function new_request(request)
+    local pdk = _G.kong
+    for key in pairs(pdk) do
+      pdk[key] = nil
+    end
+    for key, value in pairs(fake_kong(request)) do
+      pdk[key] = value
+    end
+    return pdk
+  end
+
+  local function new_conf(store, overrides)
+    local conf = { catalog_path = AWS_MASKER_TEST_CATALOG, scope_secret = SECRET,
+      max_body_bytes = 4096, fail_mode = "closed",
+      redis = { host = "127.0.0.1", port = 6379 }, mapping_ttl_seconds = 86400 }
+    for key, value in pairs(overrides or {}) do
+      conf[key] = value
+    end
+    pipelines.set(conf, assert(pipeline.new({ catalog = catalog, store = store,
+      scope_secret = conf.scope_secret, max_body_bytes = conf.max_body_bytes,
+      fail_mode = conf.fail_mode })))
+    return conf
+  end
+
+  local function json_request(body, extra)
+    local headers = { ["Content-Type"] = "application/json", ["x-api-key"] = API_KEY,
+      ["Content-Length"] = body and tostring(#body) or nil }
+    for key, value in pairs(extra or {}) do
+      headers[key] = value or nil -- false: the header is absent
+    end
+    return { headers = headers, body = body }
+  end
+
+  -- Masks a request and returns the body forwarded upstream.
+  local function masked_exchange(conf, text)
+    local k = new_request(json_request(messages_body(text)))
+    handler:access(conf)
+    local set = calls_named(k, "service.request.set_raw_body")
+    assert.equal(1, #set)
+    return set[1][1], k
+  end
+
+  local function assert_error(k, status, error_type)
+    local exits = calls_named(k, "response.exit")
+    assert.equal(1, #exits)
+    local status_sent, body, headers = exits[1][1], exits[1][2], exits[1][3]
+    assert.equal(status, status_sent)
+    assert.equal("application/json", headers["Content-Type"])
+    local doc = cjson.decode(body)
+    assert.equal("error", doc.type)
+    assert.equal(error_type, doc.error.type)
+    assert.is_string(doc.error.message)
+    assert.same({}, calls_named(k, "service.request.set_raw_body"))
+    return doc.error.message
+  end
+
+  it("declares a priority and a version", function()
+    assert.is_number(handler.PRIORITY)
+    assert.matches("^%d+%.%d+%.%d+$", handler.VERSION)
+    for _, phase in ipairs({ "init_worker", "access", "header_filter", "body_filter", "log" }) do
+      assert.is_function(handler[phase], phase)
+    end
+  end)
+
+  it("compiles nothing and fails nothing in init_worker when no catalog is installed", function()
+    local k = new_request({})
+    handler:init_worker()
+    assert.same({}, k.log_lines)
+  end)
+
+  it("masks the body in access and forwards it with set_raw_body", function()
+    local text = "Stop " .. table.concat(IDENTIFIERS, ", ") .. " now."
+    local forwarded, k = masked_exchange(new_conf(counting_store()), text)
+
+    for _, id in ipairs(IDENTIFIERS) do
+      assert.is_nil(forwarded:find(id, 1, true), id)
+    end
+    local doc = cjson.decode(forwarded)
+    assert.equal("claude-sonnet-4-5", doc.model)
+    assert.matches("^Stop AWS_EC2_000001, AWS_", doc.messages[1].content)
+    assert.same({ { "Accept-Encoding" } }, calls_named(k, "service.request.clear_header"))
+    assert.same({}, calls_named(k, "response.exit"))
+    assert.equal(#IDENTIFIERS, k.ctx.plugin.state.masked)
+  end)
+
+  it("forwards a body without identifiers as it came", function()
+    local k = new_request(json_request(messages_body("nothing to hide here")))
+    handler:access(new_conf(counting_store()))
+    assert.same({}, calls_named(k, "service.request.set_raw_body"))
+    assert.same({}, calls_named(k, "response.exit"))
+  end)
+
+  it("answers 503 and forwards nothing when the mapping store is down", function()
+    local k = new_request(json_request(messages_body("instance " .. IDENTIFIERS[1])))
+    handler:access(new_conf(unreachable_store()))
+    local message = assert_error(k, 503, "api_error")
+    assert.matches("mapping store", message)
+
+    handler:log(nil)
+    local line = k.log_lines[#k.log_lines]
+    assert.equal("err", line.level)
+    assert.matches('store_error="redis connect: connection refused"', line.line, 1, true)
+    assert.is_nil(line.line:find(IDENTIFIERS[1], 1, true))
+  end)
+
+  it("forwards unmasked and logs fail_open=1 when fail_mode is open", function()
+    local conf = new_conf(unreachable_store(), { fail_mode = "open" })
+    local k = new_request(json_request(messages_body("instance " .. IDENTIFIERS[1])))
+    handler:access(conf)
+    assert.same({}, calls_named(k, "response.exit"))
+    assert.same({}, calls_named(k, "service.request.set_raw_body"))
+    handler:log(conf)
+    assert.equal("warn", k.log_lines[#k.log_lines].level)
+    assert.matches("fail_open=1", k.log_lines[#k.log_lines].line, 1, true)
+  end)
+
+  it("answers 400 to malformed JSON", function()
+    local k = new_request(json_request('{"messages": [ "i-0a1b2c3d4e5f67890" '))
+    handler:access(new_conf(counting_store()))
+    assert.matches("^malformed JSON", assert_error(k, 400, "invalid_request_error"))
+  end)
+
+  it("answers 400 to compressed and to non-JSON bodies", function()
+    local conf = new_conf(counting_store())
+    local k = new_request(json_request(messages_body("x"), { ["Content-Encoding"] = "gzip" }))
+    handler:access(conf)
+    assert_error(k, 400, "invalid_request_error")
+
+    k = new_request(json_request("a=1", { ["Content-Type"] = "multipart/form-data" }))
+    handler:access(conf)
+    assert_error(k, 400, "invalid_request_error")
+  end)
+
+  it("answers 413 to a declared length over the limit without reading the body", function()
+    local body = messages_body(string.rep("x", 5000))
+    local k = new_request(json_request(body))
+    handler:access(new_conf(counting_store()))
+    assert.equal("request body exceeds the gateway limit of 4096 bytes",
+      assert_error(k, 413, "request_too_large"))
+    assert.same({}, calls_named(k, "request.get_raw_body"))
+  end)
+
+  it("answers 413 to a chunked body over the limit and to a body spooled to a file", function()
+    local conf = new_conf(counting_store())
+    local body = messages_body(string.rep("x", 5000))
+    local k = new_request(json_request(body,
+      { ["Content-Length"] = false, ["Transfer-Encoding"] = "chunked" }))
+    handler:access(conf)
+    assert_error(k, 413, "request_too_large")
+
+    k = new_request(json_request(nil, { ["Content-Length"] = "100" }))
+    handler:access(conf)
+    assert_error(k, 413, "request_too_large")
+    assert.is_true(k.ctx.plugin.state.body_file)
+  end)
+
+  it("clears Content-Length and restores a JSON response buffered by get_raw_body", function()
+    local conf = new_conf(counting_store())
+    local forwarded, k = masked_exchange(conf, "Describe " .. IDENTIFIERS[2] .. " and "
+      .. IDENTIFIERS[1])
+    local tokens = {}
+    for token in forwarded:gmatch("AWS_[A-Z0-9_]-_%d%d%d%d%d%d") do
+      tokens[#tokens + 1] = token
+    end
+    assert.equal(2, #tokens)
+
+    local upstream = cjson.encode({ id = "msg_1", type = "message", role = "assistant",
+      content = { { type = "text", text = tokens[1] .. " is attached to " .. tokens[2] },
+        { type = "tool_use", id = "toolu_1", name = "stop", input = { [tokens[2]] = "x" } } } })
+    k.response_state.headers["content-type"] = "application/json"
+    k.response_state.headers["content-length"] = tostring(#upstream)
+    handler:header_filter(conf)
+    assert.same({ { "Content-Length" } }, calls_named(k, "response.clear_header"))
+
+    local out = run_body_filter(handler, conf, split(upstream, 7))
+    local doc = cjson.decode(out)
+    assert.equal(IDENTIFIERS[2] .. " is attached to " .. IDENTIFIERS[1], doc.content[1].text)
+    assert.equal("x", doc.content[2].input[IDENTIFIERS[1]])
+    assert.equal(1, #calls_named(k, "response.set_raw_body"))
+  end)
+
+  it("restores a streamed SSE response chunk by chunk, exactly", function()
+    local conf = new_conf(counting_store())
+    local forwarded, k = masked_exchange(conf, "Where is " .. IDENTIFIERS[1] .. " in "
+      .. IDENTIFIERS[4] .. "?")
+    local ec2 = forwarded:match("AWS_EC2_%d+")
+    local vpc = forwarded:match("AWS_VPC_%d+")
+    assert.is_string(ec2)
+    assert.is_string(vpc)
+
+    local function event(name, data)
+      return "event: " .. name .. "\ndata: " .. cjson.encode(data) .. "\n\n"
+    end
+    local function delta(kind, field, value)
+      return event("content_block_delta", { type = "content_block_delta", index = 0,
+        delta = { type = kind, [field] = value } })
+    end
+    -- Tokens cut across deltas, and deltas cut across chunks below.
+    local answer = { "Instance ", ec2:sub(1, 6), ec2:sub(7), " runs in ", vpc, "." }
+    local parts = { event("message_start", { type = "message_start",
+      message = { id = "msg_1", type = "message", role = "assistant", content = {} } }),
+      event("content_block_start", { type = "content_block_start", index = 0,
+        content_block = { type = "text", text = "" } }) }
+    for _, piece in ipairs(answer) do
+      parts[#parts + 1] = delta("text_delta", "text", piece)
+    end
+    parts[#parts + 1] = event("content_block_stop", { type = "content_block_stop", index = 0 })
+    parts[#parts + 1] = event("message_stop", { type = "message_stop" })
+    local stream = table.concat(parts)
+
+    k.response_state.headers["content-type"] = "text/event-stream; charset=utf-8"
+    handler:header_filter(conf)
+    assert.same({ { "Content-Length" } }, calls_named(k, "response.clear_header"))
+
+    local function restored_text(out)
+      local text = {}
+      for data in out:gmatch("data: ([^\n]+)") do
+        local doc = cjson.decode(data)
+        if doc.type == "content_block_delta" then
+          text[#text + 1] = doc.delta.text
+        end
+      end
+      return table.concat(text)
+    end
+
+    local whole
+    for _, size in ipairs({ #stream, 13, 1 }) do
+      -- each run is a new response of the same request: reset the stream state
+      pipeline.restore_start(k.ctx.plugin.state, "text/event-stream", nil)
+      local out = run_body_filter(handler, conf, split(stream, size))
+      assert.equal("Instance " .. IDENTIFIERS[1] .. " runs in " .. IDENTIFIERS[4] .. ".",
+        restored_text(out))
+      assert.is_nil(out:find("AWS_", 1, true))
+      whole = whole or out
+      assert.equal(whole, out) -- the same bytes however the stream was cut
+    end
+    assert.same({}, calls_named(k, "response.get_raw_body")) -- a stream is never buffered
+  end)
+
+  it("leaves the response of a rejected request alone", function()
+    local conf = new_conf(unreachable_store())
+    local k = new_request(json_request(messages_body(IDENTIFIERS[1])))
+    handler:access(conf)
+    k.response_state.headers["content-type"] = "application/json"
+    handler:header_filter(conf)
+    assert.same({}, calls_named(k, "response.clear_header"))
+    assert.equal("", run_body_filter(handler, conf, { "" }))
+  end)
+
+  it("writes one log line with counts and no original value", function()
+    local conf = new_conf(counting_store())
+    local _, k = masked_exchange(conf, "Stop " .. table.concat(IDENTIFIERS, " "))
+    handler:log(conf)
+    assert.equal(1, #k.log_lines)
+    local line = k.log_lines[1]
+    assert.equal("notice", line.level)
+    assert.matches("^aws_masker status=200 masked=4 distinct=4 types=", line.line)
+    for _, id in ipairs(IDENTIFIERS) do
+      assert.is_nil(line.line:find(id, 1, true))
+    end
+  end)
+
+  it("builds a pipeline from the plugin configuration without touching Redis", function()
+    local conf = { catalog_path = AWS_MASKER_TEST_CATALOG, scope_secret = SECRET,
+      max_body_bytes = 1024, fail_mode = "closed", mapping_ttl_seconds = 60,
+      redis = { host = "127.0.0.1", port = 1, database = 0, connect_timeout_ms = 100,
+        send_timeout_ms = 100, read_timeout_ms = 100, pool_size = 4, keepalive_ms = 1000 } }
+    local p = assert(pipelines.get(conf))
+    assert.equal(p, pipelines.get(conf))
+    assert.equal(catalog, p.catalog)
+
+    local missing = { catalog_path = "/nonexistent/aws_patterns.json", scope_secret = SECRET,
+      max_body_bytes = 1024, redis = { host = "127.0.0.1" } }
+    local k = new_request(json_request(messages_body("x")))
+    handler:access(missing)
+    assert_error(k, 500, "api_error")
+    assert.matches("cannot open catalog", k.log_lines[1].line, 1, true)
+  end)
+end)
