@@ -6,7 +6,7 @@
 -- body, send an error, clear Content-Length, pass a chunk on) and keeps its own counters.
 --
 --   local p = pipeline.new{ catalog =, store =, scope_secret =, max_body_bytes =, fail_mode = }
---   local st = p:start()
+--   local st = pipeline.start()
 --   local ok, failure = p:check_request(st, content_encoding, content_type, content_length,
 --                                       transfer_encoding)
 --   local body, failure = p:mask_body(st, body, api_key, authorization)
@@ -245,11 +245,7 @@ function _M.restore_start(st, content_type, content_encoding)
 
   local restorer = unmask.new(st.originals)
   st.restorer = restorer
-  if stream then
-    st.stream = sse.new(restorer)
-  else
-    st.chunks, st.nchunks = {}, 0
-  end
+  st.stream = stream and sse.new(restorer) or nil
   return true
 end
 
@@ -287,14 +283,19 @@ function _M.restore_chunk(st, chunk, eof)
     return out
   end
 
+  local chunks = st.chunks
+  if not chunks then
+    chunks = {}
+    st.chunks, st.nchunks = chunks, 0
+  end
   if chunk and chunk ~= "" then
     st.nchunks = st.nchunks + 1
-    st.chunks[st.nchunks] = chunk
+    chunks[st.nchunks] = chunk
   end
   if not eof then
     return nil
   end
-  local body = concat(st.chunks, "", 1, st.nchunks)
+  local body = concat(chunks, "", 1, st.nchunks)
   st.chunks = nil
   return _M.restore_body(st, body)
 end

@@ -1,0 +1,171 @@
+-- The engine-neutral pipeline (aws_masker.pipeline), with the shipped catalog and a store
+-- object standing in for Redis (cosockets do not exist in nginx's init phase, where specs run).
+
+local pipeline = require "aws_masker.pipeline"
+local cjson = require "cjson"
+
+local SECRET = "0123456789abcdef-pipeline-spec"
+
+local function recording_store()
+  local store = { scopes = {}, calls = 0 }
+  function store.assign(self, scope, findings)
+    self.calls = self.calls + 1
+    self.scopes[#self.scopes + 1] = scope
+    local tokens = {}
+    for i, f in ipairs(findings) do
+      tokens[i] = string.format("AWS_%s_%06d", f.code, i)
+    end
+    return tokens
+  end
+  return store
+end
+
+local function failing_store()
+  return { assign = function() return nil, "redis connect: timeout" end }
+end
+
+describe("aws_masker.pipeline", function()
+  local catalog
+
+  setup(function()
+    catalog = assert(pipeline.load_catalog(AWS_MASKER_TEST_CATALOG))
+  end)
+
+  local function new(store, fail_mode, max)
+    return assert(pipeline.new({ catalog = catalog, store = store or recording_store(),
+      scope_secret = SECRET, max_body_bytes = max or 2048, fail_mode = fail_mode }))
+  end
+
+  local function body(text)
+    return cjson.encode({ model = "m", messages = { { role = "user", content = text } } })
+  end
+
+  it("refuses to be built without its parts", function()
+    assert.is_nil(pipeline.new({ store = recording_store(), scope_secret = SECRET,
+      max_body_bytes = 1 }))
+    assert.is_nil(pipeline.new({ catalog = catalog, scope_secret = SECRET, max_body_bytes = 1 }))
+    assert.is_nil(pipeline.new({ catalog = catalog, store = recording_store(),
+      max_body_bytes = 1 }))
+    assert.is_nil(pipeline.new({ catalog = catalog, store = recording_store(),
+      scope_secret = SECRET, max_body_bytes = 0 }))
+    local p, err = pipeline.new({ catalog = catalog, store = recording_store(),
+      scope_secret = SECRET, max_body_bytes = 1, fail_mode = "sometimes" })
+    assert.is_nil(p)
+    assert.matches("fail_mode", err)
+  end)
+
+  it("checks encoding, media type and declared length before the body is read", function()
+    local p = new()
+    assert.is_true(p:check_request(pipeline.start(), nil, "application/json", "10", nil))
+    assert.is_true(p:check_request(pipeline.start(), "identity", nil, nil, nil))
+    assert.is_true(p:check_request(pipeline.start(), nil, "text/plain", "0", nil))
+
+    local st = pipeline.start()
+    local ok, failure = p:check_request(st, "gzip", "application/json", "10", nil)
+    assert.is_nil(ok)
+    assert.equal(400, failure.status)
+    assert.equal("invalid_request_error", failure.type)
+    assert.equal(400, st.status)
+    assert.same({ type = "error", error = { type = failure.type, message = failure.message } },
+      cjson.decode(failure.body))
+
+    local _
+    _, failure = p:check_request(pipeline.start(), nil, "multipart/form-data", nil, "chunked")
+    assert.equal(400, failure.status)
+
+    _, failure = p:check_request(pipeline.start(), nil, "application/json", "2049", nil)
+    assert.equal(413, failure.status)
+    assert.equal("request_too_large", failure.type)
+    assert.equal("request body exceeds the gateway limit of 2048 bytes", failure.message)
+  end)
+
+  it("masks into the credential's scope and keeps the originals for the response", function()
+    local store = recording_store()
+    local p = new(store)
+    local st = pipeline.start()
+    local raw = body("stop i-0a1b2c3d4e5f67890 and i-0a1b2c3d4e5f67890 in vpc-a01106c2")
+    local out = assert(p:mask_body(st, raw, "key-1", "Bearer other"))
+    assert.is_nil(out:find("i-0a1b2c3d4e5f67890", 1, true))
+    assert.equal(3, st.masked)
+    assert.equal(2, st.distinct)
+    assert.equal("i-0a1b2c3d4e5f67890", st.originals.AWS_EC2_000001)
+
+    p:mask_body(pipeline.start(), raw, nil, "Bearer other")
+    p:mask_body(pipeline.start(), raw, "key-1", nil)
+    assert.equal(store.scopes[1], store.scopes[3]) -- x-api-key wins over Authorization
+    assert.not_equal(store.scopes[1], store.scopes[2])
+    assert.matches("^%x+$", store.scopes[1])
+    assert.equal(20, #store.scopes[1])
+  end)
+
+  it("calls no store for an empty body or a body without identifiers", function()
+    local store = recording_store()
+    local p = new(store)
+    local st = pipeline.start()
+    assert.equal("", p:mask_body(st, "", "k", nil))
+    local raw = body("nothing here")
+    assert.equal(raw, p:mask_body(st, raw, "k", nil))
+    assert.equal(0, store.calls)
+    assert.is_nil(st.originals)
+  end)
+
+  it("fails closed on a store error, or forwards unmasked when fail_mode is open", function()
+    local raw = body("stop i-0a1b2c3d4e5f67890")
+    local st = pipeline.start()
+    local out, failure = new(failing_store()):mask_body(st, raw, "k", nil)
+    assert.is_nil(out)
+    assert.equal(503, failure.status)
+    assert.equal("redis connect: timeout", st.store_error)
+    assert.is_nil(failure.message:find("redis", 1, true)) -- the cause is logged, not sent
+
+    st = pipeline.start()
+    assert.equal(raw, new(failing_store(), "open"):mask_body(st, raw, "k", nil))
+    assert.is_true(st.fail_open)
+    assert.is_nil(st.originals)
+    local line, level = pipeline.log_line(st, 200)
+    assert.equal("warn", level)
+    assert.matches(" fail_open=1", line, 1, true)
+  end)
+
+  it("answers 400 to malformed JSON and 413 to a body over the limit", function()
+    local _, failure = new():mask_body(pipeline.start(), '{"a": [1, 2', "k", nil)
+    assert.equal(400, failure.status)
+    _, failure = new(nil, nil, 16):mask_body(pipeline.start(), body("a long enough body"), "k")
+    assert.equal(413, failure.status)
+  end)
+
+  it("rewrites only readable JSON, text and event streams of masked requests", function()
+    local function decision(masked, ctype, encoding)
+      local st = pipeline.start()
+      st.originals = masked and { AWS_EC2_000001 = "i-0a1b2c3d" } or nil
+      return pipeline.restore_start(st, ctype, encoding), st
+    end
+    assert.is_false(decision(false, "application/json"))
+    assert.is_true(decision(true, "application/json; charset=utf-8"))
+    assert.is_true(decision(true, nil))
+    assert.is_true(decision(true, "text/plain"))
+    assert.is_false(decision(true, "application/octet-stream"))
+    local rewrite, st = decision(true, "application/json", "gzip")
+    assert.is_false(rewrite)
+    assert.is_true(st.response_encoded)
+    rewrite, st = decision(true, "text/event-stream")
+    assert.is_true(rewrite)
+    assert.is_true(pipeline.streaming(st))
+  end)
+
+  it("holds a whole body until its last chunk, then restores it", function()
+    local st = pipeline.start()
+    st.originals = { AWS_EC2_000001 = "i-0a1b2c3d" }
+    assert.is_true(pipeline.restore_start(st, "application/json", nil))
+    assert.is_nil(pipeline.restore_chunk(st, '{"text": "AWS_EC', false))
+    assert.is_nil(pipeline.restore_chunk(st, "", false))
+    assert.equal('{"text": "i-0a1b2c3d AWS_EC2_000009"}',
+      pipeline.restore_chunk(st, '2_000001 AWS_EC2_000009"}', true))
+    assert.same({ 1, 1 }, { pipeline.restore_counts(st) })
+
+    local line, level = pipeline.log_line(st, 200)
+    assert.equal("notice", level)
+    assert.matches("restored=1 unknown_tokens=1", line, 1, true)
+    assert.is_nil(line:find("i-0a1b2c3d", 1, true))
+  end)
+end)
