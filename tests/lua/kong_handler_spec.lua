@@ -289,7 +289,12 @@ describe("kong.plugins.aws-masker.handler", function()
     end
   end)
 
-  it("compiles nothing and fails nothing in init_worker when no catalog is installed", function()
+  it("logs nothing in init_worker when no catalog sits at the default path", function()
+    local installed = io.open(require("kong.plugins.aws-masker.catalog_path").DEFAULT, "rb")
+    if installed then
+      installed:close()
+      return pending("a catalog is installed at the default path on this host")
+    end
     local k = new_request({})
     handler:init_worker()
     assert.same({}, k.log_lines)
@@ -404,6 +409,15 @@ describe("kong.plugins.aws-masker.handler", function()
     assert.equal(IDENTIFIERS[2] .. " is attached to " .. IDENTIFIERS[1], doc.content[1].text)
     assert.equal("x", doc.content[2].input[IDENTIFIERS[1]])
     assert.equal(1, #calls_named(k, "response.set_raw_body"))
+  end)
+
+  it("leaves an empty response body empty", function()
+    local conf = new_conf(counting_store())
+    local _, k = masked_exchange(conf, "Stop " .. IDENTIFIERS[1])
+    k.response_state.headers["content-type"] = "application/json"
+    handler:header_filter(conf)
+    assert.equal("", run_body_filter(handler, conf, { "", "" }))
+    assert.same({}, calls_named(k, "response.set_raw_body"))
   end)
 
   it("restores a streamed SSE response chunk by chunk, exactly", function()

@@ -91,8 +91,9 @@ function AwsMaskerHandler:body_filter()
     return
   end
 
+  -- An empty body stays empty: set_raw_body would turn "" into a newline.
   local body = kong.response.get_raw_body()
-  if body then
+  if body and body ~= "" then
     kong.response.set_raw_body(pipeline.restore_body(st, body))
   end
 end
