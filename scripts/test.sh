@@ -23,3 +23,6 @@ tests/lua/run.sh
 step "pytest: unit, gateway-in-nginx and end-to-end"
 # Exit code 5 (no tests collected) is a failure here like any other non-zero code.
 pytest -p no:cacheprovider -ra tests
+
+step "Molecule: deploy to this host, idempotence, testinfra checks (tests/infra)"
+(cd extensions && molecule test)
