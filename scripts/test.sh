@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian host (as root) and runs every test of the collection:
-# linters, Python and Lua unit tests, and the end-to-end tests, which deploy the stack to
-# this host with the local inventory (real Redis, real nginx with its Lua module).
+# linters, Python and Lua unit tests, the end-to-end tests and the Molecule scenario, which
+# deploy the stack to this host with the local inventory (real Redis, real nginx with Lua).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
