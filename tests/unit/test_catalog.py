@@ -243,6 +243,17 @@ def _parity_texts():
 
 
 @needs_pcre2
+def test_combined_regex_fits_pcre2_with_room_to_grow():
+    # PCRE2 built with the usual 2-byte links refuses compiled patterns over 64 KiB; bounded
+    # repeats of groups ((?:...){0,200}) are copied out in full and reach that quickly.
+    code = PCRE2.compile(CATALOG.combined.pattern)
+    size = ctypes.c_size_t()
+    PCRE2.lib.pcre2_pattern_info_8.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p]
+    assert PCRE2.lib.pcre2_pattern_info_8(code, 22, ctypes.byref(size)) == 0  # PCRE2_INFO_SIZE
+    assert size.value < 56 * 1024, size.value
+
+
+@needs_pcre2
 def test_pcre2_scan_equals_the_python_twin():
     for text in _parity_texts():
         twin = [(m.name, m.value) for m in CATALOG.scan(text)]
