@@ -18,7 +18,7 @@ import anthropic
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
 
-import aws_masker_engine  # noqa: E402  (path set just above)
+import aws_masker_engine
 
 DEFAULT_TEXT = REPO.parent / "shared" / "corpus" / "real" / "ec2_describe_instances.txt"
 
@@ -79,7 +79,8 @@ def main():
         restored = reply == text
         print(f"\n[{mode}] what the upstream received (lines with tokens):")
         print(excerpt(seen))
-        print(f"[{mode}] identifiers that reached the upstream: {len(leaked)} of {len(identifiers)}")
+        print(f"[{mode}] identifiers that reached the upstream: "
+              f"{len(leaked)} of {len(identifiers)}")
         print(f"[{mode}] client got the original text back: {'yes' if restored else 'NO'}")
         failures += bool(leaked) + (not restored)
 

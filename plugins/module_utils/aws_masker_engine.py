@@ -95,7 +95,7 @@ class Pattern:
         try:
             self.compiled = re.compile(self.regex, re.ASCII)
         except re.error as exc:
-            raise CatalogError(f"{where}: regex does not compile: {exc}")
+            raise CatalogError(f"{where}: regex does not compile: {exc}") from exc
         if self.value_group is not None and self.value_group not in self.compiled.groupindex:
             raise CatalogError(f"{where}: value_group {self.value_group!r} is not a named "
                                "group of the regex")
@@ -138,7 +138,7 @@ class Catalog:
             self.combined = re.compile(alternation, re.ASCII)
         except re.error as exc:
             # Typically the same group name in two entries: names are global to the alternation.
-            raise CatalogError(f"the combined alternation does not compile: {exc}")
+            raise CatalogError(f"the combined alternation does not compile: {exc}") from exc
         self._pattern_by_group = dict(zip(self._alternation_groups, patterns))
 
     @classmethod

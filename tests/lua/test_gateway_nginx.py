@@ -441,7 +441,7 @@ def test_status_and_log_line(gateway):
     lines = log_lines(gateway, "aws_masker status=")
     log = gateway["log"].read_text()
     assert lines and "masked=5" in lines[-1] and "store_ms=" in lines[-1]
-    for identifier in IDENTIFIERS + [API_KEY]:
+    for identifier in [*IDENTIFIERS, API_KEY]:
         assert identifier not in log
 
 
@@ -538,7 +538,6 @@ def test_fail_open_forwards_unmasked_and_says_so(tmp_path):
     ({"catalog_path": "/nonexistent/catalog.json"}, "catalog"),
 ])
 def test_bad_configuration_stops_nginx_from_starting(tmp_path, change, complaint):
-    with pytest.raises(RuntimeError):
-        with running_gateway(tmp_path, **change):
-            pass
+    with pytest.raises(RuntimeError), running_gateway(tmp_path, **change):
+        pass
     assert complaint in (tmp_path / "error.log").read_text()

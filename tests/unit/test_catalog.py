@@ -126,7 +126,7 @@ def test_counterexamples_are_not_matched(pattern):
 
 def test_catalog_error_names_the_entry():
     bad = {"version": 1, "patterns": [{"name": "x", "token": "bad code", "regex": "x"}]}
-    with pytest.raises(engine.CatalogError, match="'x'.*token code"):
+    with pytest.raises(engine.CatalogError, match=r"'x'.*token code"):
         engine.Catalog.from_data(bad)
     bad = {"version": 1, "patterns": [{"name": "y", "token": "Y", "regex": "(?<n>x)"}]}
     with pytest.raises(engine.CatalogError, match="'y'"):
