@@ -20,9 +20,9 @@ ansible-lint --profile production roles playbooks
 step "Lua specs inside nginx (real ngx.re / PCRE)"
 tests/lua/run.sh
 
+step "Molecule: deploy to this host, idempotence, testinfra checks (tests/infra)"
+(cd extensions && molecule test)
+
 step "pytest: unit, gateway-in-nginx and end-to-end"
 # Exit code 5 (no tests collected) is a failure here like any other non-zero code.
 pytest -p no:cacheprovider -ra tests
-
-step "Molecule: deploy to this host, idempotence, testinfra checks (tests/infra)"
-(cd extensions && molecule test)
