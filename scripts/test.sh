@@ -25,4 +25,4 @@ step "Molecule: deploy to this host, idempotence, testinfra checks (tests/infra)
 
 step "pytest: unit, gateway-in-nginx and end-to-end"
 # Exit code 5 (no tests collected) is a failure here like any other non-zero code.
-pytest -p no:cacheprovider -ra tests
+pytest -ra
