@@ -1,0 +1,112 @@
+"""Parity of the two engines: the Lua catalog (real ngx.re inside nginx) and the Python twin
+must find exactly the same identifiers, at the same byte offsets, with the same types, on every
+corpus file and on every catalog example. Any difference fails, whichever side it comes from.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, corpus_dir
+
+sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
+import aws_masker_engine
+
+MODULES = Path("/usr/lib/nginx/modules")
+
+# Runs in nginx's init phase: scans each input file and writes one JSON line per file.
+SCANNER = r"""
+local cjson = require "cjson"
+local catalog = assert(require("aws_masker.catalog").load(CATALOG))
+local out = assert(io.open(OUTPUT, "wb"))
+for _, path in ipairs(INPUTS) do
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("*a")
+  f:close()
+  local found = {}
+  local matches, err = catalog:scan(text)
+  assert(matches or not err, err)
+  for _, m in ipairs(matches or {}) do
+    found[#found + 1] = { m.start - 1, m.stop, m.name, m.value }
+  end
+  out:write(cjson.encode({ path = path, matches = found }), "\n")
+end
+out:close()
+os.exit(0, true)
+"""
+
+
+def lua_scan(paths, tmp_path):
+    catalog_json = tmp_path / "aws_patterns.json"
+    catalog_json.write_text(json.dumps(yaml.safe_load(
+        (REPO / "catalog" / "aws_patterns.yml").read_text())))
+    output = tmp_path / "lua_matches.jsonl"
+    script = tmp_path / "scan.lua"
+    script.write_text(
+        f"local CATALOG = {json.dumps(str(catalog_json))}\n"
+        f"local OUTPUT = {json.dumps(str(output))}\n"
+        "local INPUTS = {" + ", ".join(json.dumps(str(p)) for p in paths) + "}\n" + SCANNER)
+    (tmp_path / "logs").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"load_module {MODULES}/ndk_http_module.so;\n"
+        f"load_module {MODULES}/ngx_http_lua_module.so;\n"
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr notice;\nevents {{}}\n"
+        f'http {{ lua_package_path "{REPO}/lua/?.lua;;"; init_by_lua_file {script}; }}\n')
+    run = subprocess.run(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g",
+                          "daemon off; master_process off;"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = output.read_text().splitlines()
+    # lua-cjson writes an empty table as {}: no match.
+    return {entry["path"]: entry["matches"] or [] for entry in map(json.loads, lines)}
+
+
+def python_scan(path):
+    raw = Path(path).read_bytes()
+    text = raw.decode("utf-8")
+    found = []
+    for match in aws_masker_engine.default_engine().scan(text):
+        start = len(text[:match.start].encode("utf-8"))
+        found.append([start, start + len(match.value.encode("utf-8")), match.name,
+                      match.value])
+    return found
+
+
+def example_files(tmp_path):
+    catalog = yaml.safe_load((REPO / "catalog" / "aws_patterns.yml").read_text())
+    texts = []
+    for pattern in catalog["patterns"]:
+        texts += pattern.get("examples", []) + pattern.get("counterexamples", [])
+    path = tmp_path / "examples.txt"
+    # One per line, and all on one line with spaces, so boundaries between them are exercised.
+    path.write_text("\n".join(texts) + "\n" + " ".join(texts) + "\n")
+    return [path]
+
+
+@pytest.fixture(scope="module")
+def corpus_texts():
+    return sorted(str(p) for kind in ("real", "negative") for p in (corpus_dir() / kind).iterdir()
+                  if not p.name.endswith(".expect.json"))
+
+
+def test_lua_and_python_find_the_same_identifiers(corpus_texts, tmp_path):
+    paths = corpus_texts + [str(p) for p in example_files(tmp_path)]
+
+    lua = lua_scan(paths, tmp_path)
+
+    assert len(lua) == len(paths)
+    differences = {}
+    for path in paths:
+        python = python_scan(path)
+        if lua[path] != python:
+            only_lua = [m for m in lua[path] if m not in python]
+            only_python = [m for m in python if m not in lua[path]]
+            differences[Path(path).name] = {"lua only": only_lua[:5],
+                                            "python only": only_python[:5]}
+    assert differences == {}
+    assert sum(len(matches) for matches in lua.values()) > 700
