@@ -63,14 +63,19 @@ local function string_end(raw, i)
 end
 
 -- Walks the raw JSON text (already validated, doc = its decoding) and calls
--- visit(state, first, last, escaped, is_key, decoded_key) for every string that may be
--- rewritten: first and last are the offsets of its quotes. With structural = true, values of
--- the structural keys outside content are skipped; thinking blocks and base64 data always are.
+-- visit(state, first, last, escaped, is_key, field) for every string that may be rewritten:
+-- first and last are the offsets of its quotes. structural = true walks a request: values of
+-- the structural keys outside content and base64 data come with field set to their key (they
+-- are checked, never rewritten), a thinking block is skipped only in an assistant turn's
+-- content (where the API made it; anywhere else it would hide text from the scan), and a key
+-- twice in one object is an error (cjson keeps the last, the text walked holds both). With
+-- structural = false (a response) base64 data and thinking blocks are skipped.
 function _M.walk(raw, doc, structural, visit, state)
   local stack = {}
   local depth = 0
   local frame
   local pos = 1
+  local objects = 0 -- numbers the objects, so a frame's table of seen keys is reused
 
   while true do
     local i = find(raw, '[{}%[%]",]', pos)
@@ -90,6 +95,13 @@ function _M.walk(raw, doc, structural, visit, state)
         if escaped then
           key = json_string.decode(key)
         end
+        if structural then
+          local seen = frame.seen
+          if seen[key] == frame.number then
+            return nil, "duplicate key in an object"
+          end
+          seen[key] = frame.number
+        end
         frame.key = key
         frame.expect_key = false
         if frame.mode ~= UNTOUCHED then
@@ -101,10 +113,12 @@ function _M.walk(raw, doc, structural, visit, state)
 
       elseif frame.mode ~= UNTOUCHED then
         local key = frame.key
-        local skip = frame.object and frame.mode == API
-          and ((structural and STRUCTURAL_KEYS[key]) or (frame.base64 and key == "data"))
-        if not skip then
+        local field = frame.object and frame.mode == API
+          and ((frame.base64 and key == "data") or (structural and STRUCTURAL_KEYS[key]))
+        if not field then
           visit(state, i, j, escaped, false)
+        elseif structural then
+          visit(state, i, j, escaped, false, key)
         end
       end
       pos = j + 1
@@ -129,26 +143,33 @@ function _M.walk(raw, doc, structural, visit, state)
       end
 
       local object = c == LBRACE
-      local base64 = false
+      local base64, assistant_content = false, false
       if object and mode == API and type(node) == "table" then
         local t = node.type
-        if t == "thinking" or t == "redacted_thinking" then
+        if (t == "thinking" or t == "redacted_thinking")
+            and (not structural or (frame and frame.assistant_content)) then
           mode = UNTOUCHED
         elseif t == "base64" then
           base64 = true
         end
+      elseif not object and mode == API and frame and frame.object and frame.key == "content"
+          and frame.node and frame.node.role == "assistant" then
+        assistant_content = true
       end
 
       depth = depth + 1
       frame = stack[depth]
       if not frame then
-        frame = {}
+        frame = { seen = {} }
         stack[depth] = frame
       end
+      objects = objects + 1
+      frame.number = objects
       frame.object = object
       frame.node = type(node) == "table" and node or nil
       frame.mode = mode
       frame.base64 = base64
+      frame.assistant_content = assistant_content
       frame.expect_key = object
       frame.key = nil
       frame.index = 1
@@ -172,11 +193,23 @@ function _M.walk(raw, doc, structural, visit, state)
   end
 end
 
-local function collect(plan, first, last, escaped)
+-- field: the string is the value of an API field (a structural key, or base64 data); it is
+-- never rewritten, so an identifier in it refuses the whole request.
+local function collect(plan, first, last, escaped, _, field)
   local raw = plan.raw
   local text = sub(raw, first + 1, last - 1)
   if escaped then
     text = json_string.decode(text)
+  end
+
+  if field == "data" then
+    -- Not scanned (megabytes of media), but nothing outside the alphabet of base64 passes,
+    -- so no identifier with a hyphen, dot, colon or space hides there.
+    if find(text, "[^A-Za-z0-9+/=\r\n]") then
+      plan.refused = "the data of a base64 source holds characters outside base64; "
+        .. "the request was not forwarded"
+    end
+    return
   end
 
   local matches, err = plan.catalog:scan(text)
@@ -185,6 +218,11 @@ local function collect(plan, first, last, escaped)
     return
   end
   if not matches then
+    return
+  end
+  if field then
+    plan.refused = "an AWS identifier in the API field '" .. field .. "' cannot be masked; "
+      .. "the request was not forwarded"
     return
   end
 
@@ -206,22 +244,26 @@ local function collect(plan, first, last, escaped)
 end
 
 -- Finds every identifier in a JSON request body. Returns a plan
--- { edits = {...}, findings = { {code, value, name, ...}, ... } } or nil, err (invalid JSON).
+-- { edits = {...}, findings = { {code, value, name, ...}, ... } } or nil, err and, when the
+-- client is at fault (invalid JSON, an identifier where it cannot be masked), true.
 -- findings lists each distinct (code, value) once, in order of first appearance.
 function _M.scan(raw, catalog)
   local doc, err = _M.decode(raw)
   if doc == nil then
-    return nil, "malformed JSON body: " .. err
+    return nil, "malformed JSON body: " .. err, true
   end
 
   local plan = { raw = raw, catalog = catalog, edits = {}, findings = {}, index = {} }
   local ok
   ok, err = _M.walk(raw, doc, true, collect, plan)
   if not ok then
-    return nil, "malformed JSON body: " .. err
+    return nil, "malformed JSON body: " .. err, true
   end
   if plan.err then
     return nil, plan.err
+  end
+  if plan.refused then
+    return nil, plan.refused, true
   end
   return plan
 end

@@ -171,6 +171,10 @@ function _M.access()
   if not ok then
     return reject(failure)
   end
+  ok, failure = masker:check_uri(st, ngx_var.request_uri)
+  if not ok then
+    return reject(failure)
+  end
 
   local body, err = read_request_body(st)
   if not body then

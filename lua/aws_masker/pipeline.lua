@@ -9,6 +9,7 @@
 --   local st = pipeline.start()
 --   local ok, failure = p:check_request(st, content_encoding, content_type, content_length,
 --                                       transfer_encoding)
+--   local ok, failure = p:check_uri(st, request_uri)  -- path and query string as sent
 --   local body, failure = p:mask_body(st, body, api_key, authorization)
 --   if st.originals then <forward body> end       -- masked; otherwise forward the original
 --   if pipeline.restore_start(st, content_type, content_encoding) then <drop Content-Length>
@@ -28,6 +29,7 @@ local errors = require "aws_masker.errors"
 local scope_mod = require "aws_masker.scope"
 
 local ngx_now = ngx.now
+local unescape_uri = ngx.unescape_uri
 local update_time = ngx.update_time
 local find = string.find
 local lower = string.lower
@@ -151,6 +153,27 @@ function _M:check_request(st, content_encoding, content_type, content_length, tr
   return true
 end
 
+-- Checks the request target (path and query string, as sent): it is forwarded as it is, so an
+-- identifier in it, plain or percent-encoded, refuses the request. Returns true, or nil and a
+-- failure.
+function _M:check_uri(st, uri)
+  if not uri or uri == "" then
+    return true
+  end
+  local matches, err = self.catalog:scan(uri)
+  if not matches and not err then
+    matches, err = self.catalog:scan(unescape_uri(uri))
+  end
+  if err then
+    return reject(st, 500, "masking failed: " .. err)
+  end
+  if matches then
+    return reject(st, 400, "an AWS identifier in the request URL cannot be masked; "
+      .. "the request was not forwarded")
+  end
+  return true
+end
+
 -- "CODE:n,..." occurrences per token code, and their total.
 local function count_types(edits)
   local counts, total = {}, 0
@@ -184,9 +207,9 @@ function _M:mask_body(st, body, api_key, authorization)
   end
 
   local start = st.started
-  local plan, err = json_body.scan(body, self.catalog)
+  local plan, err, client_error = json_body.scan(body, self.catalog)
   if not plan then
-    if find(err, "^malformed") then
+    if client_error then
       return reject(st, 400, err)
     end
     return reject(st, 500, "masking failed: " .. err)

@@ -63,27 +63,66 @@ describe("json_body", function()
     assert.equal('{"a":"AWS_EC2_000001","b":["AWS_EC2_000001 AWS_PRIVATE_IP_000001"]}', out)
   end)
 
-  it("does not touch structural values, thinking blocks nor base64 data", function()
-    local raw = '{"model":"i-0a1b2c3d","messages":[{"role":"user","content":['
+  it("does not touch structural values, assistant thinking blocks nor base64 data", function()
+    local raw = '{"model":"claude-x","messages":[{"role":"assistant","content":['
       .. '{"type":"thinking","thinking":"i-0a1b2c3d","signature":"i-0a1b2c3d"},'
       .. '{"signature":"x","thinking":"i-11111111 first","type":"thinking"},'
-      .. '{"type":"redacted_thinking","data":"i-0a1b2c3d"},'
+      .. '{"type":"redacted_thinking","data":"i-0a1b2c3d"}]},'
+      .. '{"role":"user","content":['
       .. '{"type":"image","source":{"type":"base64","media_type":"image/png",'
-      .. '"data":"i-0a1b2c3d"}},'
+      .. '"data":"aS0wYTFiMmMzZA=="}},'
       .. '{"type":"document","source":{"type":"text","data":"i-0a1b2c3d"}},'
-      .. '{"type":"tool_result","tool_use_id":"i-0a1b2c3d","content":"i-0a1b2c3d"}]}]}'
+      .. '{"type":"tool_result","tool_use_id":"toolu_1","content":"i-0a1b2c3d"}]}]}'
     local out = mask(raw)
     local doc = require("cjson").decode(out)
     local blocks = doc.messages[1].content
-    assert.equal("i-0a1b2c3d", doc.model)
+    assert.equal("claude-x", doc.model)
     assert.equal("i-0a1b2c3d", blocks[1].thinking)
     assert.equal("i-0a1b2c3d", blocks[1].signature)
     assert.equal("i-11111111 first", blocks[2].thinking)
     assert.equal("i-0a1b2c3d", blocks[3].data)
-    assert.equal("i-0a1b2c3d", blocks[4].source.data)
-    assert.equal("AWS_EC2_000001", blocks[5].source.data)
-    assert.equal("i-0a1b2c3d", blocks[6].tool_use_id)
-    assert.equal("AWS_EC2_000001", blocks[6].content)
+    blocks = doc.messages[2].content
+    assert.equal("aS0wYTFiMmMzZA==", blocks[1].source.data)
+    assert.equal("AWS_EC2_000001", blocks[2].source.data)
+    assert.equal("toolu_1", blocks[3].tool_use_id)
+    assert.equal("AWS_EC2_000001", blocks[3].content)
+  end)
+
+  it("masks a thinking block anywhere but in an assistant turn's content", function()
+    local raw = '{"system":[{"type":"thinking","thinking":"i-0a1b2c3d"}],'
+      .. '"messages":[{"role":"user","content":[{"type":"thinking","thinking":"vpc-a01106c2"},'
+      .. '{"type":"redacted_thinking","data":"sg-903004f8"}]}]}'
+    local doc = require("cjson").decode((mask(raw)))
+    assert.equal("AWS_EC2_000001", doc.system[1].thinking)
+    assert.equal("AWS_VPC_000001", doc.messages[1].content[1].thinking)
+    assert.equal("AWS_SG_000001", doc.messages[1].content[2].data)
+  end)
+
+  it("refuses an identifier in an API field, which it never rewrites", function()
+    for _, raw in ipairs({
+      '{"model":"arn:aws:iam::123456789012:role/Admin","messages":[]}',
+      '{"messages":[{"role":"user","content":[{"type":"tool_result",'
+        .. '"tool_use_id":"i-0a1b2c3d","content":"x"}]}]}',
+      '{"messages":[{"role":"user","content":[{"type":"thinking","thinking":"x",'
+        .. '"signature":"i-0a1b2c3d"}]}]}',
+      '{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64",'
+        .. '"media_type":"image/png","data":"see i-0a1b2c3d"}}]}]}',
+    }) do
+      local plan, err, client_error = json_body.scan(raw, cat)
+      assert.is_nil(plan)
+      assert.is_true(client_error)
+      assert.not_matches("i%-0a1b2c3d", err)
+      assert.not_matches("123456789012", err)
+    end
+  end)
+
+  it("refuses a key twice in one object, whose first value cjson would hide", function()
+    local raw = '{"metadata":{"a":{"type":"text","text":"i-0a1b2c3d"},"a":{"type":"thinking"}}}'
+    local plan, err, client_error = json_body.scan(raw, cat)
+    assert.is_nil(plan)
+    assert.is_true(client_error)
+    assert.matches("malformed JSON body: duplicate key", err, 1, true)
+    assert.is_table(json_body.scan('{"a":{"k":1},"b":{"k":2},"k":[{"k":3},{"k":4}]}', cat))
   end)
 
   it("masks keys and structural-looking keys inside tool input like values", function()

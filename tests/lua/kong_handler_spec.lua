@@ -92,6 +92,11 @@ local function fake_kong(request)
         record("request.get_header", name)
         return request_headers[header_key(name)]
       end,
+      -- The path and query string as the client sent them.
+      get_path_with_query = function()
+        record("request.get_path_with_query")
+        return request.path or "/v1/messages"
+      end,
       -- The whole body; nil and an error when nginx spooled it to a file.
       get_raw_body = function()
         record("request.get_raw_body")
@@ -350,6 +355,15 @@ describe("kong.plugins.aws-masker.handler", function()
     local k = new_request(json_request('{"messages": [ "i-0a1b2c3d4e5f67890" '))
     handler:access(new_conf(counting_store()))
     assert.matches("^malformed JSON", assert_error(k, 400, "invalid_request_error"))
+  end)
+
+  it("answers 400 to an identifier in the request URL and forwards nothing", function()
+    local request = json_request(messages_body("x"))
+    request.path = "/v1/messages?note=i%2D0a1b2c3d4e5f67890"
+    local k = new_request(request)
+    handler:access(new_conf(counting_store()))
+    assert.matches("request URL", assert_error(k, 400, "invalid_request_error"), 1, true)
+    assert.same({}, calls_named(k, "service.request.set_raw_body"))
   end)
 
   it("answers 400 to compressed and to non-JSON bodies", function()

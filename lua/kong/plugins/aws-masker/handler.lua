@@ -51,6 +51,10 @@ function AwsMaskerHandler:access(conf)
   if not ok then
     return reject(failure)
   end
+  ok, failure = masker:check_uri(st, kong.request.get_path_with_query())
+  if not ok then
+    return reject(failure)
+  end
 
   -- nil when the body was spooled to a file: it is larger than client_body_buffer_size, which
   -- the deployment sets to max_body_bytes.
