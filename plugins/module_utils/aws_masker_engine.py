@@ -118,6 +118,9 @@ class Pattern:
 class Catalog:
     """The ordered pattern list and the single alternation both engines build from it."""
 
+    # Below this length one alternation call is cheaper than a search per pattern.
+    ALTERNATION_BELOW = 256
+
     def __init__(self, patterns, version=1):
         self.version = version
         self.patterns = patterns
@@ -159,7 +162,51 @@ class Catalog:
             return cls.from_data(yaml.safe_load(handle))
 
     def scan(self, text):
-        """Return every identifier in ``text`` as a list of Match, in text order."""
+        """Return every identifier in ``text`` as a list of Match, in text order.
+
+        The result is the single alternation's (see scan_alternation), found like the Lua
+        engine finds it on long texts: each pattern searched on its own, its next match kept,
+        the leftmost taken (the earlier pattern on a tie). Python's re, like PCRE, cannot skip
+        ahead in a large alternation, while a lone pattern with a literal prefix can.
+        """
+        if len(text) < self.ALTERNATION_BELOW:
+            return self.scan_alternation(text)
+        upcoming = [None] * len(self.patterns)  # None: not searched yet; False: no more
+        found = []
+        pos = 0
+        while True:
+            best = best_index = None
+            for index, pattern in enumerate(self.patterns):
+                match = upcoming[index]
+                if match is False:
+                    continue
+                if match is None or match.start() < pos:
+                    match = upcoming[index] = self._search(pattern, text, pos)
+                    if match is False:
+                        continue
+                if best is None or match.start() < best.start():
+                    best, best_index = match, index
+            if best is None:
+                return found
+            pattern = self.patterns[best_index]
+            start, end = pattern.masked_span(best)
+            if start != end:
+                found.append(Match(start, end, pattern.name, pattern.token_code, text[start:end]))
+            pos = best.end()
+
+    @staticmethod
+    def _search(pattern, text, pos):
+        while pos <= len(text):
+            match = pattern.compiled.search(text, pos)
+            if match is None:
+                return False
+            if match.end() > match.start():
+                return match
+            pos = match.start() + 1  # an empty match masks nothing: look further
+        return False
+
+    def scan_alternation(self, text):
+        """The reference scan: the single alternation itself; scan() must always agree."""
         found = []
         for match in self.combined.finditer(text):
             group = match.lastgroup
