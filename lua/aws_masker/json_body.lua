@@ -12,6 +12,7 @@ local find = string.find
 local byte = string.byte
 local sub = string.sub
 local concat = table.concat
+local insert = table.insert
 local type = type
 
 local decoder = cjson.new()
@@ -28,6 +29,15 @@ local STRUCTURAL_KEYS = {
 
 -- Values under these keys are content all the way down: structural keys no longer apply.
 local CONTENT_KEYS = { input = true, input_schema = true }
+
+-- Keys of the API whose values are prose: their name says nothing about what the value is, so
+-- the value is not scanned a second time after its key (see keyed_match).
+local PROSE_KEYS = { text = true, content = true, thinking = true, system = true,
+  description = true, title = true, name = true, data = true }
+
+-- Values longer than this are not scanned after their key: the longest value a pattern names
+-- by its key (a session token) is shorter.
+local KEYED_VALUE_MAX = 8448
 
 local QUOTE, BACKSLASH = byte('"'), byte("\\")
 local LBRACE, RBRACE, LBRACKET, RBRACKET = byte("{"), byte("}"), byte("["), byte("]")
@@ -116,7 +126,8 @@ function _M.walk(raw, doc, structural, visit, state)
         local field = frame.object and frame.mode == API
           and ((frame.base64 and key == "data") or (structural and STRUCTURAL_KEYS[key]))
         if not field then
-          visit(state, i, j, escaped, false)
+          local context = frame.object and (frame.mode == CONTENT or not PROSE_KEYS[key])
+          visit(state, i, j, escaped, false, nil, context and key or nil)
         elseif structural then
           visit(state, i, j, escaped, false, key)
         end
@@ -193,9 +204,29 @@ function _M.walk(raw, doc, structural, visit, state)
   end
 end
 
+-- The match a value gets from the key naming it, which a scan of the value alone misses:
+-- patterns that need context ("SecretAccessKey": "...", "AccountId": "...", "Bucket": "...")
+-- see the pair written as JSON. Only a match of the value from its first byte is taken.
+local function keyed_match(catalog, key, text)
+  local prefix = '"' .. key .. '": "'
+  local found, err = catalog:scan(prefix .. text .. '"')
+  if not found then
+    return nil, err
+  end
+  local offset = #prefix
+  for k = 1, #found do
+    local m = found[k]
+    if m.start == offset + 1 and m.stop <= offset + #text then
+      m.start, m.stop = 1, m.stop - offset
+      return m
+    end
+  end
+end
+
 -- field: the string is the value of an API field (a structural key, or base64 data); it is
--- never rewritten, so an identifier in it refuses the whole request.
-local function collect(plan, first, last, escaped, _, field)
+-- never rewritten, so an identifier in it refuses the whole request. key: the key of a value
+-- whose name may say what the value is.
+local function collect(plan, first, last, escaped, _, field, key)
   local raw = plan.raw
   local text = sub(raw, first + 1, last - 1)
   if escaped then
@@ -212,29 +243,51 @@ local function collect(plan, first, last, escaped, _, field)
     return
   end
 
+  -- API field values repeat ("type": "text" a thousand times): each is scanned once.
+  local clean = plan.clean
+  if field and clean[text] then
+    return
+  end
+
   local matches, err = plan.catalog:scan(text)
   if err then
     plan.err = err
     return
   end
-  if not matches then
+  if field then
+    if matches then
+      plan.refused = "an AWS identifier in the API field '" .. field .. "' cannot be masked; "
+        .. "the request was not forwarded"
+    end
+    clean[text] = true
     return
   end
-  if field then
-    plan.refused = "an AWS identifier in the API field '" .. field .. "' cannot be masked; "
-      .. "the request was not forwarded"
+
+  if key and #text <= KEYED_VALUE_MAX then
+    local keyed
+    keyed, err = keyed_match(plan.catalog, key, text)
+    if err then
+      plan.err = err
+      return
+    end
+    if keyed and not (matches and matches[1].start <= keyed.stop) then
+      matches = matches or {}
+      insert(matches, 1, keyed)
+    end
+  end
+  if not matches then
     return
   end
 
   local findings, index = plan.findings, plan.index
   for k = 1, #matches do
     local m = matches[k]
-    local key = m.code .. "\0" .. m.value
-    local n = index[key]
+    local id = m.code .. "\0" .. m.value
+    local n = index[id]
     if not n then
       n = #findings + 1
       findings[n] = m
-      index[key] = n
+      index[id] = n
     end
     m.finding = n
   end
@@ -253,7 +306,8 @@ function _M.scan(raw, catalog)
     return nil, "malformed JSON body: " .. err, true
   end
 
-  local plan = { raw = raw, catalog = catalog, edits = {}, findings = {}, index = {} }
+  local plan = { raw = raw, catalog = catalog, edits = {}, findings = {}, index = {},
+    clean = {} }
   local ok
   ok, err = _M.walk(raw, doc, true, collect, plan)
   if not ok then

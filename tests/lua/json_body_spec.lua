@@ -116,6 +116,20 @@ describe("json_body", function()
     end
   end)
 
+  it("masks a value its key names, as in the same pair written inside a string", function()
+    local raw = '{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t",'
+      .. '"name":"n","input":{"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",'
+      .. '"count":"123456789012","OwnerId":"123456789012 i-0a1b2c3d"}}]}],'
+      .. '"metadata":{"accountId":"111122223333"},"text":"123456789012"}'
+    local doc = require("cjson").decode((mask(raw)))
+    local input = doc.messages[1].content[1].input
+    assert.equal("AWS_SECRET_KEY_000001", input.SecretAccessKey)
+    assert.equal("123456789012", input.count)
+    assert.equal("AWS_ACCOUNT_000001 AWS_EC2_000001", input.OwnerId)
+    assert.equal("AWS_ACCOUNT_000002", doc.metadata.accountId)
+    assert.equal("123456789012", doc.text)
+  end)
+
   it("refuses a key twice in one object, whose first value cjson would hide", function()
     local raw = '{"metadata":{"a":{"type":"text","text":"i-0a1b2c3d"},"a":{"type":"thinking"}}}'
     local plan, err, client_error = json_body.scan(raw, cat)
