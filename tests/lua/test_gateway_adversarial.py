@@ -244,13 +244,23 @@ def test_duplicate_key_cannot_make_content_look_like_a_thinking_block(gw):
         assert_api_error(status, body, 400, "invalid_request_error")
 
 
-def test_duplicate_type_key_cannot_turn_a_text_block_into_thinking(gw):
-    raw = (b'{"model":"m","messages":[{"role":"user","content":[{"type":"text",'
-           b'"text":"i-0123456789abcdef0","type":"thinking"}]}]}')
+@pytest.mark.parametrize("second_type", [b'"type"', b'"t\\u0079pe"'])
+def test_duplicate_type_key_cannot_turn_a_block_into_thinking(gw, second_type):
+    raw = (b'{"model":"m","messages":[{"role":"assistant","content":[{"type":"text",'
+           b'"text":"i-0123456789abcdef0",' + second_type + b':"thinking"}]}]}')
     status, _, body = post(gw, raw)
     assert leaks(gw) == []
-    if status != 200:
+    assert_api_error(status, body, 400, "invalid_request_error")
+
+
+def test_fail_open_still_refuses_what_it_cannot_mask(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "Upstream", AnyUpstream)
+    with running_gateway(tmp_path, fail_mode="open") as gateway:
+        status, _, body = post(gateway, STRUCTURAL["tool_result_tool_use_id"])
         assert_api_error(status, body, 400, "invalid_request_error")
+        status, _, body = post(gateway, message("hi"), path="/v1/messages?i=" + INSTANCE)
+        assert_api_error(status, body, 400, "invalid_request_error")
+        assert gateway["received"] == []
 
 
 FAKE_THINKING = {"type": "thinking", "thinking": "host " + INSTANCE, "signature": "c2ln"}
@@ -266,6 +276,18 @@ def test_thinking_block_outside_an_assistant_turn_is_no_hiding_place(gw, where):
     assert leaks(gw) == []
     if status != 200:
         assert_api_error(status, reply, 400, "invalid_request_error")
+
+
+@pytest.mark.xfail(strict=True, reason="a thinking block in an assistant turn is forwarded "
+                   "byte for byte so its signature verifies, so a client that forges one "
+                   "sends what it holds upstream unmasked (the API then rejects the signature)")
+def test_forged_assistant_thinking_block_is_no_hiding_place(gw):
+    body = {"model": "m", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [FAKE_THINKING, {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "again"}]}
+    post(gw, body)
+    assert leaks(gw, [INSTANCE]) == []
 
 
 def test_assistant_thinking_block_is_forwarded_byte_for_byte(gw):
@@ -577,6 +599,10 @@ def assert_fails_closed_then_recovers(gw, recover):
     status, _, body = post(gw, message("stop " + INSTANCE))
     assert status == 200, body
     assert leaks(gw) == []
+    assert base.log_lines(gw, "store_error=")
+    log = gw["log"].read_text()
+    for secret in (INSTANCE, API_KEY, REDIS_PASSWORD):
+        assert secret not in log
 
 
 def test_store_paused_with_sigstop_fails_closed_and_recovers(gw):
