@@ -535,3 +535,75 @@ def test_playbook_flush_backs_up_first_and_restore_brings_it_back(client, redis_
     assert code == 0, output
     assert "11 keys written back" in output
     assert snapshot(client) == before
+
+
+# -- TLS and the documented contract -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    if not os.access(REDIS_SERVER, os.X_OK) or not shutil.which("openssl"):
+        pytest.skip("redis-server or openssl is not installed")
+    workdir = tmp_path_factory.mktemp("redis-tls")
+    cert, private_key = workdir / "server.pem", workdir / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(private_key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [REDIS_SERVER, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(private_key),
+         "--tls-auth-clients", "no", "--requirepass", PASSWORD, "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tls = params(port, tls=True, tls_ca_file=str(cert))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            ms.MappingStore.connect(tls)
+            break
+        except ms.MappingStoreError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.skip("redis-server did not start with TLS (built without it?)")
+            time.sleep(0.05)
+    yield tls
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_tls_checks_the_server_certificate(tls_server):
+    assert ms.MappingStore.connect(tls_server).inventory()["totals"]["keys"] == 0
+
+    with pytest.raises(ms.MappingStoreError, match=r"Cannot connect to Redis at .*certificate"):
+        ms.MappingStore.connect({**tls_server, "tls_ca_file": None})
+    unchecked = {**tls_server, "tls_ca_file": None, "tls_verify": False}
+    assert ms.MappingStore.connect(unchecked).memory()["redis_version"]
+    with pytest.raises(ms.MappingStoreError, match="Cannot connect to Redis at"):
+        ms.MappingStore.connect({**tls_server, "tls": False})
+
+
+def test_tls_options_reach_the_module(tls_server):
+    args = {"port": tls_server["port"], "password": PASSWORD, "tls": True,
+            "tls_ca_file": tls_server["tls_ca_file"]}
+    status, result, _ = run_module("mapping_store_info", args)
+    assert (status, result["totals"]["keys"]) == ("SUCCESS", 0)
+
+
+@pytest.mark.parametrize("name", ["mapping_store", "mapping_store_info"])
+def test_documented_connection_options_are_the_ones_the_module_takes(name):
+    done = subprocess.run([ansible_bin("ansible-doc"), "-t", "module", "--json",
+                           f"aws_masking.gateway.{name}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)[f"aws_masking.gateway.{name}"]["doc"]
+    assert {"check_mode", "diff_mode", "idempotent"} <= set(doc["attributes"])
+    for option, spec in ms.connection_argument_spec().items():
+        documented = doc["options"][option]
+        assert documented["type"] == spec["type"], option
+        assert documented.get("default") == spec.get("default"), option
