@@ -12,7 +12,6 @@ local find = string.find
 local byte = string.byte
 local sub = string.sub
 local concat = table.concat
-local insert = table.insert
 local type = type
 
 local decoder = cjson.new()
@@ -223,6 +222,31 @@ local function keyed_match(catalog, key, text)
   end
 end
 
+-- Puts the keyed match first in matches, in place of those of the value alone that it covers,
+-- as the key's pattern would win in the same pair written inside a string. A match that runs
+-- past its end keeps its place and the keyed match is dropped.
+local function with_keyed_match(matches, keyed)
+  if not matches then
+    return { keyed }
+  end
+  local covered = 0
+  for k = 1, #matches do
+    local m = matches[k]
+    if m.start > keyed.stop then
+      break
+    end
+    if m.stop > keyed.stop then
+      return matches
+    end
+    covered = k
+  end
+  local out = { keyed }
+  for k = covered + 1, #matches do
+    out[#out + 1] = matches[k]
+  end
+  return out
+end
+
 -- field: the string is the value of an API field (a structural key, or base64 data); it is
 -- never rewritten, so an identifier in it refuses the whole request. key: the key of a value
 -- whose name may say what the value is.
@@ -270,9 +294,8 @@ local function collect(plan, first, last, escaped, _, field, key)
       plan.err = err
       return
     end
-    if keyed and not (matches and matches[1].start <= keyed.stop) then
-      matches = matches or {}
-      insert(matches, 1, keyed)
+    if keyed then
+      matches = with_keyed_match(matches, keyed)
     end
   end
   if not matches then

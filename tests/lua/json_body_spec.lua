@@ -128,6 +128,11 @@ describe("json_body", function()
     assert.equal("AWS_ACCOUNT_000001 AWS_EC2_000001", input.OwnerId)
     assert.equal("AWS_ACCOUNT_000002", doc.metadata.accountId)
     assert.equal("123456789012", doc.text)
+
+    -- The key's pattern wins over a shorter shape at the start of the value, as in a string.
+    raw = '{"input":{"secret_key":"AKIAIOSFODNN7EXAMPLE/K7MDENG/bPxRfiCYEXAMPLEKEY i-0a1b2c3d"}}'
+    doc = require("cjson").decode((mask(raw)))
+    assert.equal("AWS_SECRET_KEY_000001 AWS_EC2_000001", doc.input.secret_key)
   end)
 
   it("refuses a key twice in one object, whose first value cjson would hide", function()
