@@ -156,6 +156,13 @@ class MappingStore:
             "decode_responses": False,
         }
         if params.get("tls"):
+            for option in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+                path = params.get(option)
+                if path and not os.access(path, os.R_OK):
+                    raise MappingStoreError(
+                        f"Cannot connect to Redis at {where}: {option} {path} is not a readable "
+                        "file."
+                    )
             kwargs.update(
                 ssl=True,
                 ssl_ca_certs=params.get("tls_ca_file"),
@@ -169,8 +176,9 @@ class MappingStore:
             client = redis.Redis(**kwargs)
             client.ping()
         except redis_exceptions.AuthenticationError as exc:
+            hint = "check the password" if kwargs["password"] else "no password was given"
             raise MappingStoreError(
-                f"Cannot authenticate to Redis at {where}: {_cause(exc)} (check the password)."
+                f"Cannot authenticate to Redis at {where}: {_cause(exc)} ({hint})."
             ) from exc
         except redis_exceptions.RedisError as exc:
             raise MappingStoreError(f"Cannot connect to Redis at {where}: {_cause(exc)}.") from exc

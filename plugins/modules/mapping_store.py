@@ -30,6 +30,8 @@ notes:
     delete them when no longer needed.
   - A backup is not a point-in-time snapshot. The gateway keeps writing while the keys are walked,
     so a key created or refreshed during the walk may or may not be in the file.
+  - O(action=flush) deletes the keys its walk finds. A key the gateway writes while the walk runs
+    may survive it; stop the gateway first to be sure every mapping is gone.
   - O(scope) and O(ttl) do not apply to O(action=restore), which restores every key in O(src).
 author:
   - AWS masking gateway maintainers

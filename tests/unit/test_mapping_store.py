@@ -353,8 +353,12 @@ def test_a_damaged_backup_is_refused_by_line_without_its_content(store, tmp_path
 def test_connection_errors_name_the_server_and_the_cause(redis_server):
     with pytest.raises(ms.MappingStoreError, match=r"Cannot authenticate to Redis at 127\.0\.0\.1"):
         ms.MappingStore.connect(params(redis_server, password="wrong"))
+    with pytest.raises(ms.MappingStoreError, match=r"\(no password was given\)\.$"):
+        ms.MappingStore.connect(params(redis_server, password=None))
     with pytest.raises(ms.MappingStoreError, match=r"Cannot connect to Redis at 127\.0\.0\.1:"):
         ms.MappingStore.connect(params(free_port()))
+    with pytest.raises(ms.MappingStoreError, match=r"tls_ca_file /nonexistent\.pem is not"):
+        ms.MappingStore.connect(params(redis_server, tls=True, tls_ca_file="/nonexistent.pem"))
 
 
 # -- the modules, run as an operator runs them -------------------------------------------------
