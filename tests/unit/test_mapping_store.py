@@ -611,3 +611,25 @@ def test_documented_connection_options_are_the_ones_the_module_takes(name):
         documented = doc["options"][option]
         assert documented["type"] == spec["type"], option
         assert documented.get("default") == spec.get("default"), option
+
+
+def test_playbook_check_mode_changes_nothing_and_expire_converges(client, redis_server,
+                                                                  tmp_path):
+    seed(client)
+    client.persist(key(SCOPE_A, "seq", "EC2"))
+    before = snapshot(client)
+
+    code, output = run_playbook(redis_server, tmp_path, "mappings_action=flush",
+                                "mappings_confirm=true", check=True)
+    assert code == 0, output
+    assert "[check mode, nothing changed] flush" in output
+    assert "Keys deleted: 11" in output
+    assert snapshot(client) == before
+    assert not (tmp_path / "backups").exists()
+
+    code, output = run_playbook(redis_server, tmp_path, "mappings_action=expire")
+    assert code == 0, output
+    assert "Keys given a TTL of 86400 s: 1 of 11" in output
+    code, output = run_playbook(redis_server, tmp_path, "mappings_action=expire")
+    assert code == 0, output
+    assert "changed=0" in output
