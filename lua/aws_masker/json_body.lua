@@ -77,7 +77,8 @@ end
 -- the structural keys outside content and base64 data come with field set to their key (they
 -- are checked, never rewritten), a thinking block is skipped only in an assistant turn's
 -- content (where the API made it; anywhere else it would hide text from the scan), and a key
--- twice in one object is an error (cjson keeps the last, the text walked holds both). With
+-- twice in one object is an error (cjson keeps the last, the text walked holds both), and a
+-- number under a key comes with field "number" (first and last enclose its text). With
 -- structural = false (a response) base64 data and thinking blocks are skipped.
 function _M.walk(raw, doc, structural, visit, state)
   local stack = {}
@@ -115,6 +116,13 @@ function _M.walk(raw, doc, structural, visit, state)
         frame.expect_key = false
         if frame.mode ~= UNTOUCHED then
           visit(state, i, j, escaped, true)
+          -- A number is never rewritten; its key may still name it (an account ID).
+          if structural and frame.node and type(frame.node[key]) == "number"
+              and (frame.mode == CONTENT or not PROSE_KEYS[key]) then
+            local first = find(raw, "[^%s:]", j + 1)
+            local last = find(raw, "[%s,}]", first)
+            visit(state, first - 1, last, false, false, "number", key)
+          end
         end
 
       elseif not frame then
@@ -247,9 +255,9 @@ local function with_keyed_match(matches, keyed)
   return out
 end
 
--- field: the string is the value of an API field (a structural key, or base64 data); it is
--- never rewritten, so an identifier in it refuses the whole request. key: the key of a value
--- whose name may say what the value is.
+-- field: the string is the value of an API field (a structural key, or base64 data), or
+-- "number" for the text of a number; it is never rewritten, so an identifier in it refuses the
+-- whole request. key: the key of a value whose name may say what the value is.
 local function collect(plan, first, last, escaped, _, field, key)
   local raw = plan.raw
   local text = sub(raw, first + 1, last - 1)
@@ -264,6 +272,16 @@ local function collect(plan, first, last, escaped, _, field, key)
       plan.refused = "the data of a base64 source holds characters outside base64; "
         .. "the request was not forwarded"
     end
+    return
+  end
+
+  if field == "number" then
+    local keyed, err = keyed_match(plan.catalog, key, text)
+    if keyed then
+      plan.refused = "an AWS identifier written as a JSON number cannot be masked; "
+        .. "the request was not forwarded"
+    end
+    plan.err = plan.err or err
     return
   end
 

@@ -135,6 +135,15 @@ describe("json_body", function()
     assert.equal("AWS_SECRET_KEY_000001 AWS_EC2_000001", doc.input.secret_key)
   end)
 
+  it("refuses a number its key names as an identifier, and passes other numbers", function()
+    local plan, err, client_error = json_body.scan('{"input":{"OwnerId" : 123456789012}}', cat)
+    assert.is_nil(plan)
+    assert.is_true(client_error)
+    assert.matches("JSON number", err, 1, true)
+    local raw = '{"max_tokens":1024,"input":{"count":123456789012,"x":-1.5e+3}}'
+    assert.equal(raw, (mask(raw)))
+  end)
+
   it("refuses a key twice in one object, whose first value cjson would hide", function()
     local raw = '{"metadata":{"a":{"type":"text","text":"i-0a1b2c3d"},"a":{"type":"thinking"}}}'
     local plan, err, client_error = json_body.scan(raw, cat)

@@ -198,11 +198,29 @@ def test_keys_that_name_nothing_leave_their_values_alone(gw):
     assert json.loads(gw["received"][0][2])["messages"][0]["content"][0]["input"] == data
 
 
-@pytest.mark.xfail(strict=True, reason="JSON numbers are never scanned, so an account ID "
-                   "written as a number under an AccountId key is forwarded as it is")
-def test_account_id_as_a_json_number_is_not_forwarded(gw):
-    post(gw, tool_input({"AccountId": 123456789012}))
-    assert leaks(gw, ["123456789012"]) == []
+@pytest.mark.parametrize("raw", [
+    b'{"AccountId": 123456789012}', b'{"OwnerId" :\n 123456789012 }',
+    b'{"a": [1], "account_id": 123456789012, "b": 2}'])
+def test_account_id_as_a_json_number_is_refused(gw, raw):
+    body = (b'{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use",'
+            b'"id":"toolu_1","name":"n","input":' + raw + b'}]}]}')
+    status, _, reply = post(gw, body)
+    assert_api_error(status, reply, 400, "invalid_request_error")
+    assert gw["received"] == []
+
+
+@pytest.mark.xfail(strict=True, reason="only a number right under its key is checked, so "
+                   "account IDs written as numbers in a list are forwarded as they are")
+def test_account_ids_as_json_numbers_in_a_list_are_not_forwarded(gw):
+    post(gw, tool_input({"AccountIds": [123456789012, 210987654321]}))
+    assert leaks(gw, ["123456789012", "210987654321"]) == []
+
+
+def test_numbers_their_keys_do_not_name_pass(gw):
+    data = {"count": 123456789012, "max": 1.5e3, "n": [123456789012]}
+    status, _, body = post(gw, {**tool_input(data), "max_tokens": 1024})
+    assert status == 200, body
+    assert json.loads(gw["received"][0][2])["messages"][0]["content"][0]["input"] == data
 
 
 @pytest.mark.xfail(strict=True, reason="request headers are forwarded as the client sent them, "
