@@ -255,7 +255,7 @@ class MappingStore:
         return {"totals": totals, "scopes": scopes, "token_codes": dict(sorted(codes.items()))}
 
     def memory(self):
-        """The server's memory figures and eviction policy (INFO memory, INFO stats)."""
+        """Memory figures, eviction policy and evictions, server version (INFO)."""
         try:
             info = self.client.info("memory")
             stats = self.client.info("stats")
