@@ -201,4 +201,21 @@ function _M:assign(scope, findings)
   return tokens
 end
 
+-- Checks that the store answers (connect, authenticate, PING) within the timeouts.
+-- Returns true, or nil and the failure.
+function _M:ping()
+  local red, err = connect(self)
+  if not red then
+    return nil, err
+  end
+  local pong
+  pong, err = red:ping()
+  if not pong then
+    red:close()
+    return nil, "redis ping: " .. err
+  end
+  red:set_keepalive(self.keepalive, self.pool_size)
+  return true
+end
+
 return _M

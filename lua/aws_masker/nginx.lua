@@ -231,10 +231,17 @@ function _M.log()
 end
 
 -- content_by_lua for a loopback status location.
+-- The gateway is healthy only when its mapping store answers: without it every request is
+-- refused (fail closed), so a load balancer must stop sending traffic here. 503 otherwise.
 function _M.status()
   local dict = shared.aws_masker_stats
-  local parts = { '{"status":"healthy","engine":"nginx_lua","counters_scope":"',
-    dict and "all_workers" or "worker", '"' }
+  local store_ok, store_err = masker.store:ping()
+  if not store_ok then
+    ngx_log(LOG_LEVELS.warn, "event=status store=unreachable error=", store_err)
+  end
+  local parts = { '{"status":"', store_ok and "healthy" or "unhealthy",
+    '","store":"', store_ok and "ok" or "unreachable",
+    '","engine":"nginx_lua","counters_scope":"', dict and "all_workers" or "worker", '"' }
   for i = 1, #COUNTERS do
     local name = COUNTERS[i]
     local v
@@ -246,6 +253,7 @@ function _M.status()
     parts[#parts + 1] = ',"' .. name .. '":' .. (v or 0)
   end
   parts[#parts + 1] = "}"
+  ngx.status = store_ok and 200 or 503
   ngx.header["Content-Type"] = "application/json"
   ngx.header["Cache-Control"] = "no-store"
   ngx.say(concat(parts))

@@ -381,6 +381,21 @@ def test_store_down_fails_closed_with_nothing_forwarded(gateway):
     assert gateway["received"] == []
 
 
+def test_status_reports_unhealthy_while_the_store_is_down(gateway):
+    url = gateway["url"] + "/aws-masker/status"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert json.loads(response.read())["store"] == "ok"
+
+    stop(gateway["redis"])
+
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url, timeout=5)
+    assert caught.value.code == 503
+    status = json.loads(caught.value.read())
+    assert status["status"] == "unhealthy"
+    assert status["store"] == "unreachable"
+
+
 def test_store_slower_than_its_timeout_fails_closed(gateway):
     store = redis.Redis(port=gateway["redis_port"], password="test-redis-password")
     store.execute_command("CLIENT", "PAUSE", "3000", "ALL")
