@@ -135,6 +135,9 @@ def test_redis_down_fails_closed_and_recovers(client, stub):
         assert body["error"]["type"] == "api_error"
         assert "i-0123456789abcdef0" not in json.dumps(body)
         assert stub.received() == []
+        status, deep = http_get(f"{EDGE_URL}/health/deep")
+        assert status == 503
+        assert json.loads(deep)["store"] == "unreachable"
     finally:
         supervisorctl("start", "aws-masking-redis")
 
@@ -145,6 +148,38 @@ def test_redis_down_fails_closed_and_recovers(client, stub):
             return False
 
     assert wait_for(serves_again, timeout=30)
+
+
+def test_unreachable_upstream_gets_an_api_shaped_502(client, stub):
+    stopped = supervisorctl("stop", "aws-masking-mock-upstream")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    try:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            send(client, "instance i-0123456789abcdef0", stream=False)
+
+        assert caught.value.status_code == 502
+        body = caught.value.response.json()
+        assert body["type"] == "error"
+        assert body["error"]["type"] == "api_error"
+    finally:
+        supervisorctl("start", "aws-masking-mock-upstream")
+    assert wait_for(lambda: http_get(f"{stub.url}/health")[0] == 200, timeout=30)
+
+
+def test_gateway_down_gets_an_api_shaped_502_from_the_edge(client, stub):
+    stub.clear()
+    stopped = supervisorctl("stop", "aws-masking-gateway")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    try:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            send(client, "instance i-0123456789abcdef0", stream=False)
+
+        assert caught.value.status_code == 502
+        assert caught.value.response.json()["error"]["type"] == "api_error"
+        assert stub.received() == []
+    finally:
+        supervisorctl("start", "aws-masking-gateway")
+    assert wait_for(lambda: http_get(f"{EDGE_URL}/health/deep")[0] == 200, timeout=30)
 
 
 def test_readme_demo_runs(deployment):
