@@ -39,7 +39,7 @@ def test_tarball_leaves_out_development_files(installed_collection):
 
     assert "galaxy.yml" not in names  # replaced by MANIFEST.json
     assert "MANIFEST.json" in names
-    development = (".venv", "collections", ".ci", ".ansible")
+    development = (".venv/", "collections/", ".ci/", ".ansible/")
     assert not [name for name in names if name.startswith(development)]
     for needed in ("lua/aws_masker/pipeline.lua", "catalog/aws_patterns.yml",
                    "playbooks/deploy.yml", "roles/gateway/tasks/main.yml",
