@@ -7,6 +7,7 @@
 
 local cjson = require "cjson.safe"
 local json_string = require "aws_masker.json_string"
+local repeats = require "aws_masker.repeats"
 
 local find = string.find
 local byte = string.byte
@@ -316,6 +317,11 @@ local function collect(plan, first, last, escaped, _, field, key)
       matches = with_keyed_match(matches, keyed)
     end
   end
+  -- Every maskable string is kept for the pass over repeated originals (plan_edits).
+  local n = plan.strings + 1
+  plan.strings = n
+  plan.firsts[n], plan.lasts[n], plan.texts[n] = first, last, text
+  plan.found[n] = matches or false
   if not matches then
     return
   end
@@ -324,17 +330,33 @@ local function collect(plan, first, last, escaped, _, field, key)
   for k = 1, #matches do
     local m = matches[k]
     local id = m.code .. "\0" .. m.value
-    local n = index[id]
-    if not n then
-      n = #findings + 1
-      findings[n] = m
-      index[id] = n
+    local f = index[id]
+    if not f then
+      f = #findings + 1
+      findings[f] = m
+      index[id] = f
     end
-    m.finding = n
+    m.finding = f
   end
+end
 
-  local edits = plan.edits
-  edits[#edits + 1] = { first = first, last = last, text = text, matches = matches }
+-- The edits of a plan: every maskable string with its catalog matches and, once the body held
+-- an identifier, every bounded occurrence of a value found anywhere in it (aws_masker.repeats):
+-- a value found only by its context goes nowhere in clear. Bodies without one skip the pass.
+local function plan_edits(plan)
+  local edits, findings = plan.edits, plan.findings
+  if #findings == 0 then
+    return
+  end
+  local set = repeats.new(findings)
+  local firsts, lasts, texts, found = plan.firsts, plan.lasts, plan.texts, plan.found
+  for k = 1, plan.strings do
+    local text = texts[k]
+    local matches = repeats.extend(set, text, found[k])
+    if matches then
+      edits[#edits + 1] = { first = firsts[k], last = lasts[k], text = text, matches = matches }
+    end
+  end
 end
 
 -- Finds every identifier in a JSON request body. Returns a plan
@@ -348,7 +370,7 @@ function _M.scan(raw, catalog)
   end
 
   local plan = { raw = raw, catalog = catalog, edits = {}, findings = {}, index = {},
-    clean = {} }
+    clean = {}, strings = 0, firsts = {}, lasts = {}, texts = {}, found = {} }
   local ok
   ok, err = _M.walk(raw, doc, true, collect, plan)
   if not ok then
@@ -360,6 +382,7 @@ function _M.scan(raw, catalog)
   if plan.refused then
     return nil, plan.refused, true
   end
+  plan_edits(plan)
   return plan
 end
 

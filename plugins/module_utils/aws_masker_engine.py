@@ -277,6 +277,67 @@ class InMemoryTokenizer:
         return len(self._original_by_token)
 
 
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_DIGITS = frozenset("0123456789")
+
+
+def _bounded(text, start, end):
+    """Whether text[start:end] stands alone: no [A-Za-z0-9_] touches it, no digit and "." run
+    into it from before and no "." and digit continue it after (10.0.0.1 in 10.0.0.12)."""
+    if start > 0:
+        before = text[start - 1]
+        if before in _WORD_CHARS or (before == "." and start > 1
+                                     and text[start - 2] in _DIGITS):
+            return False
+    if end < len(text):
+        after = text[end]
+        if after in _WORD_CHARS or (after == "." and text[end + 1:end + 2] in _DIGITS):
+            return False
+    return True
+
+
+def repeated_originals(text, matches, originals=None):
+    """Return ``matches`` with every other bounded occurrence of a found value added.
+
+    A value the catalog found only from its context ("account 123456789012") is masked
+    wherever else it stands in the same text. ``originals`` (value -> the Match whose name and
+    token code it takes) defaults to the values of ``matches``, the first match of each. The
+    rule is the Lua engine's (lua/aws_masker/repeats.lua): catalog matches win over the
+    occurrences they overlap; of two overlapping occurrences the leftmost, then the longer, wins.
+    """
+    if originals is None:
+        originals = {}
+        for match in matches:
+            originals.setdefault(match.value, match)
+    if not originals:
+        return matches
+    found = []
+    for value, first in originals.items():
+        start = text.find(value)
+        while start >= 0:
+            end = start + len(value)
+            if _bounded(text, start, end):
+                found.append(Match(start, end, first.name, first.token_code, value))
+            start = text.find(value, start + 1)
+    if not found:
+        return matches
+    found.sort(key=lambda m: (m.start, -m.end))
+    out, index, last, added = [], 0, 0, False
+    for candidate in found:
+        while index < len(matches) and matches[index].end <= candidate.start:
+            out.append(matches[index])
+            last = matches[index].end
+            index += 1
+        overlaps_catalog = index < len(matches) and matches[index].start < candidate.end
+        if candidate.start >= last and not overlaps_catalog:
+            out.append(candidate)
+            last = candidate.end
+            added = True
+    if not added:
+        return matches
+    return out + list(matches[index:])
+
+
 def count_by_type(matches):
     """Per-type counts of ``matches`` (a dict name -> occurrences), never the values."""
     return dict(Counter(match.name for match in matches))
@@ -289,7 +350,9 @@ class MaskingEngine:
         self.catalog = catalog if catalog is not None else Catalog.load(catalog_path)
 
     def scan(self, text):
-        return self.catalog.scan(text)
+        """The catalog's matches of ``text`` and every other occurrence of the values they
+        found (repeated_originals), as the gateway masks a request body."""
+        return repeated_originals(text, self.catalog.scan(text))
 
     def count(self, text):
         return count_by_type(self.scan(text))

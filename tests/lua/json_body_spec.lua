@@ -119,15 +119,15 @@ describe("json_body", function()
   it("masks a value its key names, as in the same pair written inside a string", function()
     local raw = '{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t",'
       .. '"name":"n","input":{"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",'
-      .. '"count":"123456789012","OwnerId":"123456789012 i-0a1b2c3d"}}]}],'
-      .. '"metadata":{"accountId":"111122223333"},"text":"123456789012"}'
+      .. '"count":"555566667777","OwnerId":"123456789012 i-0a1b2c3d"}}]}],'
+      .. '"metadata":{"accountId":"111122223333"},"text":"555566667777"}'
     local doc = require("cjson").decode((mask(raw)))
     local input = doc.messages[1].content[1].input
     assert.equal("AWS_SECRET_KEY_000001", input.SecretAccessKey)
-    assert.equal("123456789012", input.count)
+    assert.equal("555566667777", input.count)
     assert.equal("AWS_ACCOUNT_000001 AWS_EC2_000001", input.OwnerId)
     assert.equal("AWS_ACCOUNT_000002", doc.metadata.accountId)
-    assert.equal("123456789012", doc.text)
+    assert.equal("555566667777", doc.text)
 
     -- The key's pattern wins over a shorter shape at the start of the value, as in a string.
     raw = '{"input":{"secret_key":"AKIAIOSFODNN7EXAMPLE/K7MDENG/bPxRfiCYEXAMPLEKEY i-0a1b2c3d"}}'
@@ -187,6 +187,93 @@ describe("json_body", function()
   it("masks a top-level string and arrays", function()
     assert.equal('"AWS_EC2_000001"', (mask('"i-0a1b2c3d"')))
     assert.equal('[1,"AWS_EC2_000001",{}]', (mask('[1,"i-0a1b2c3d",{}]')))
+  end)
+end)
+
+describe("json_body repeated originals", function()
+  local cjson = require "cjson"
+  local cat
+
+  setup(function()
+    cat = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
+  end)
+
+  local function mask(raw)
+    local plan, err = json_body.scan(raw, cat)
+    assert.is_nil(err)
+    return json_body.rewrite(plan, fake_tokens(plan)), plan
+  end
+
+  local function user(text)
+    return '{"messages":[{"role":"user","content":' .. cjson.encode(text) .. '}]}'
+  end
+
+  it("masks an original again in the same string, before and after its context", function()
+    local doc = cjson.decode((mask(user(
+      "The CloudTrail trail is 493827165012 wide per account 493827165012."))))
+    assert.equal("The CloudTrail trail is AWS_ACCOUNT_000001 wide per account AWS_ACCOUNT_000001.",
+      doc.messages[1].content)
+  end)
+
+  it("masks it in other messages, an assistant turn, tool input keys and values, system",
+    function()
+      local raw = '{"system":"Owned by 493827165012 (prod).","messages":['
+        .. '{"role":"user","content":"account 493827165012: tag it"},'
+        .. '{"role":"assistant","content":[{"type":"text","text":"the owning one is 493827165012"},'
+        .. '{"type":"tool_use","id":"toolu_1","name":"tag","input":{"target":"493827165012",'
+        .. '"493827165012":["x 493827165012"]}},'
+        .. '{"type":"thinking","thinking":"493827165012","signature":"s"}]},'
+        .. '{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1",'
+        .. '"content":"tagged 493827165012"}]}]}'
+      local out, plan = mask(raw)
+      assert.equal(1, #plan.findings)
+      local doc = cjson.decode(out)
+      local turn = doc.messages[2].content
+      assert.equal("Owned by AWS_ACCOUNT_000001 (prod).", doc.system)
+      assert.equal("account AWS_ACCOUNT_000001: tag it", doc.messages[1].content)
+      assert.equal("the owning one is AWS_ACCOUNT_000001", turn[1].text)
+      assert.equal("AWS_ACCOUNT_000001", turn[2].input.target)
+      assert.same({ "x AWS_ACCOUNT_000001" }, turn[2].input.AWS_ACCOUNT_000001)
+      assert.equal("493827165012", turn[3].thinking) -- assistant thinking passes untouched
+      assert.equal("tagged AWS_ACCOUNT_000001", doc.messages[3].content[1].content)
+    end)
+
+  it("masks an original a key named elsewhere, and one found behind escapes", function()
+    local raw = '{"messages":[{"role":"user","content":"key is wJalrXUtnFEMI\\/K7MDENG'
+      .. '\\/bPxRfiCYEXAMPLEKEY\\n"}],'
+      .. '"metadata":{"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}'
+    local doc = cjson.decode((mask(raw)))
+    assert.equal("key is AWS_SECRET_KEY_000001\n", doc.messages[1].content)
+    assert.equal("AWS_SECRET_KEY_000001", doc.metadata.SecretAccessKey)
+  end)
+
+  it("counts an occurrence only where no letter, digit, _ or .digit continues it", function()
+    local doc = cjson.decode((mask(user("account 493827165012; 10.0.0.1 and i-0a1b2c3d; "
+      .. "4938271650123 x493827165012 493827165012_a 10.0.0.12 10.0.0.1.5 5.10.0.0.1 "
+      .. "i-0a1b2c3dx i-0a1b2c3d_1 (493827165012) \"10.0.0.1\", i-0a1b2c3d-old 493827165012."))))
+    assert.equal("account AWS_ACCOUNT_000001; AWS_PRIVATE_IP_000001 and AWS_EC2_000001; "
+      .. "4938271650123 x493827165012 493827165012_a AWS_PRIVATE_IP_000002 10.0.0.1.5 "
+      .. "5.10.0.0.1 i-0a1b2c3dx i-0a1b2c3d_1 (AWS_ACCOUNT_000001) \"AWS_PRIVATE_IP_000001\", "
+      .. "AWS_EC2_000001-old AWS_ACCOUNT_000001.", doc.messages[1].content)
+  end)
+
+  it("lets catalog matches win over repeated originals they overlap", function()
+    -- The ARN holds the account: the ARN's token covers it there, the account's elsewhere.
+    local out, plan = mask(user("account 123456789012 role arn:aws:iam::123456789012:role/Admin"
+      .. " and 123456789012"))
+    assert.equal(2, #plan.findings)
+    assert.equal("account AWS_ACCOUNT_000001 role AWS_ARN_000001 and AWS_ACCOUNT_000001",
+      cjson.decode(out).messages[1].content)
+  end)
+
+  it("leaves bodies without a finding and strings without an original as they are", function()
+    local raw = '{"messages":[{"role":"user","content":"493827165012 alone"}],"x":"hi"}'
+    local out, plan = mask(raw)
+    assert.equal(raw, out)
+    assert.equal(0, #plan.edits)
+    raw = '{"a":"i-0a1b2c3d","b":"untouched \\u00e9"}'
+    out = mask(raw)
+    assert.equal('{"a":"AWS_EC2_000001","b":"untouched \\u00e9"}', out)
   end)
 end)
 

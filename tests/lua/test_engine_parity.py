@@ -1,6 +1,8 @@
 """Parity of the two engines: the Lua catalog (real ngx.re inside nginx) and the Python twin
 must find exactly the same identifiers, at the same byte offsets, with the same types, on every
-corpus file and on every catalog example. Any difference fails, whichever side it comes from.
+corpus file and on every catalog example, repeated originals included (the catalog's matches
+and every other occurrence of the values they found, as both engines mask a text). Any
+difference fails, whichever side it comes from.
 """
 
 import json
@@ -22,6 +24,7 @@ MODULES = Path("/usr/lib/nginx/modules")
 SCANNER = r"""
 local cjson = require "cjson"
 local catalog = assert(require("aws_masker.catalog").load(CATALOG))
+local repeats = require "aws_masker.repeats"
 local out = assert(io.open(OUTPUT, "wb"))
 for _, path in ipairs(INPUTS) do
   local f = assert(io.open(path, "rb"))
@@ -30,6 +33,9 @@ for _, path in ipairs(INPUTS) do
   local found = {}
   local matches, err = catalog:scan(text)
   assert(matches or not err, err)
+  if matches then
+    matches = repeats.extend(repeats.new(matches), text, matches)
+  end
   for _, m in ipairs(matches or {}) do
     found[#found + 1] = { m.start - 1, m.stop, m.name, m.value }
   end
@@ -88,6 +94,25 @@ def example_files(tmp_path):
     return [path]
 
 
+def repeats_file(corpus_texts, tmp_path):
+    """The real corpus files with every value found repeated next to the neighbours the
+    boundary rule of repeated originals looks at, so both engines add the same occurrences."""
+    separators = [" ", "_", ".", ".5", "x", "-", "/", '"', "\u00e9", "9"]
+    parts = []
+    for path in corpus_texts:
+        if "/real/" not in path:
+            continue
+        text = Path(path).read_text(encoding="utf-8")
+        parts.append(text)
+        for i, match in enumerate(aws_masker_engine.default_engine().catalog.scan(text)):
+            before = separators[(i + 1) % len(separators)]
+            after = separators[(i * 7 + 1) % len(separators)]
+            parts.append(f"{before}{match.value}{after} {match.value}")
+    path = tmp_path / "repeats.txt"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return [path]
+
+
 @pytest.fixture(scope="module")
 def corpus_texts():
     return sorted(str(p) for kind in ("real", "negative") for p in (corpus_dir() / kind).iterdir()
@@ -95,7 +120,8 @@ def corpus_texts():
 
 
 def test_lua_and_python_find_the_same_identifiers(corpus_texts, tmp_path):
-    paths = corpus_texts + [str(p) for p in example_files(tmp_path)]
+    paths = corpus_texts + [str(p) for p in example_files(tmp_path)
+                            + repeats_file(corpus_texts, tmp_path)]
 
     lua = lua_scan(paths, tmp_path)
 

@@ -470,6 +470,58 @@ def test_token_text_from_a_client_never_restores_another_scope_original(gw):
     assert INSTANCE not in body.decode()
 
 
+def test_history_resent_by_the_client_never_forwards_a_restored_original(gw):
+    # Turn 1: the account is found from its context; the model names its token where no
+    # context precedes it, and the client gets the original back there.
+    account = "493827165012"
+    first_turn = {"role": "user", "content": f"Tag everything in account {account} as prod."}
+    answer = {"id": "msg_1", "type": "message", "role": "assistant", "content": [
+        {"type": "text", "text": "Done: the owning account is AWS_ACCOUNT_000001; tagged "
+                                 "AWS_ACCOUNT_000001 resources."},
+        {"type": "tool_use", "id": "toolu_1", "name": "tag",
+         "input": {"target": "AWS_ACCOUNT_000001", "AWS_ACCOUNT_000001": ["prod"]}}]}
+    data = json.dumps(answer).encode()
+    gw["upstream"].reply = (200, {"Content-Type": "application/json",
+                                  "Content-Length": str(len(data))}, [data])
+    status, _, body = post(gw, with_content(first_turn["content"]))
+    assert status == 200, body
+    restored = json.loads(body)
+    assert restored["content"][1]["input"] == {"target": account, account: ["prod"]}
+    assert json.loads(gw["received"][0][2])["messages"][0]["content"] == (
+        "Tag everything in account AWS_ACCOUNT_000001 as prod.")
+
+    # Turn 2: the whole history again, the assistant turn holding the bare original.
+    history = {"model": "claude-sonnet-4-5", "max_tokens": 64,
+               "system": f"Reports go to the team of {account}.",
+               "messages": [first_turn,
+                            {"role": "assistant", "content": restored["content"]},
+                            {"role": "user", "content": [
+                                {"type": "tool_result", "tool_use_id": "toolu_1",
+                                 "content": f"tagged 3 resources in {account}"},
+                                {"type": "text", "text": "Now list its buckets."}]}]}
+    status, _, body = post(gw, history)
+    assert status == 200, body
+    assert leaks(gw, [account]) == []
+    sent = json.loads(gw["received"][1][2])
+    assert sent["system"] == "Reports go to the team of AWS_ACCOUNT_000001."
+    assert sent["messages"][1]["content"][0]["text"] == (
+        "Done: the owning account is AWS_ACCOUNT_000001; tagged AWS_ACCOUNT_000001 resources.")
+    assert sent["messages"][1]["content"][1]["input"] == {
+        "target": "AWS_ACCOUNT_000001", "AWS_ACCOUNT_000001": ["prod"]}
+    assert sent["messages"][2]["content"][0]["content"] == (
+        "tagged 3 resources in AWS_ACCOUNT_000001")
+
+
+@pytest.mark.parametrize("text", [
+    "The CloudTrail accountId is 493827165012 per account 493827165012.",
+    "Seen 493827165012 twice; account is 493827165012",
+])
+def test_original_found_by_its_context_is_masked_everywhere_in_a_message(gw, text):
+    status, _, body = post(gw, with_content(text, system="Our account is 493827165012"))
+    assert status == 200, body
+    assert leaks(gw, ["493827165012"]) == []
+
+
 def sse(*events, newline="\n"):
     out = ""
     for name, data in events:

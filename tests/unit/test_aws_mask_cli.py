@@ -115,3 +115,15 @@ def test_bad_catalog_is_reported(tmp_path):
     result = run("--catalog", str(catalog), "scan", stdin="x")
     assert result.returncode == 2
     assert "token code" in result.stderr
+
+
+def test_scan_finds_an_account_named_in_a_sentence():
+    result = run("scan", stdin="Our account is 493827165012, see 493827165012 again\n")
+    assert result.returncode == 1, result.stdout
+    assert "account_id_stated=2" in result.stdout and "493827165012" not in result.stdout
+
+
+def test_mask_replaces_every_occurrence_of_an_original():
+    result = run("mask", stdin="per 493827165012, account 493827165012\n")
+    assert (result.returncode, result.stdout) == (0, "per AWS_ACCOUNT_000001, "
+                                                     "account AWS_ACCOUNT_000001\n")
