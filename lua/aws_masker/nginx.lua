@@ -7,6 +7,10 @@
 --                          send_timeout_ms, read_timeout_ms, pool_size, keepalive_ms }
 --   mapping_ttl_seconds  sliding lifetime of a token (604800: a week)
 --   scope_secret         HMAC key turning a client credential into its token scope
+--   scope_by             what the token scope is the HMAC of: "credential" (default: the
+--                        x-api-key header, else Authorization), "header" (the value of
+--                        scope_header; a request without it gets 400) or "global" (one scope)
+--   scope_header         the request header naming the scope under scope_by "header"
 --   max_body_bytes       largest request body masked; larger ones get 413
 --   fail_mode            "closed" (default: nothing unmasked is ever forwarded) or "open"
 --                        (store failures forward the body unmasked, logged as fail_open=1)
@@ -27,6 +31,8 @@ local ngx_log = ngx.log
 local req = ngx.req
 local shared = ngx.shared
 local concat = table.concat
+local gsub = string.gsub
+local lower = string.lower
 local type = type
 local io_open = io.open
 
@@ -35,6 +41,8 @@ local LOG_LEVELS = { notice = ngx.NOTICE, warn = ngx.WARN, err = ngx.ERR }
 local _M = {}
 
 local config, masker
+-- The ngx.var name of the scope header ("http_x_team" for X-Team), or nil.
+local scope_var
 local worker_counters = {}
 
 local COUNTERS = { "requests", "masked_requests", "identifiers_masked", "store_errors",
@@ -81,6 +89,10 @@ local function check_config(c)
   if c.fail_mode ~= "closed" and c.fail_mode ~= "open" then
     return nil, "fail_mode must be 'closed' or 'open'"
   end
+  c.scope_by = c.scope_by or "credential"
+  if c.scope_header == "" then
+    c.scope_header = nil
+  end
   return true
 end
 
@@ -115,12 +127,14 @@ function _M.init(config_path)
   end
   local p
   p, err = pipeline.new({ catalog = catalog, store = store, scope_secret = c.scope_secret,
+    scope_by = c.scope_by, scope_header = c.scope_header,
     max_body_bytes = c.max_body_bytes, fail_mode = c.fail_mode })
   if not p then
     error("aws_masker: " .. err, 0)
   end
 
   config, masker = c, p
+  scope_var = p.scope_header and ("http_" .. gsub(lower(p.scope_header), "-", "_")) or nil
   return true
 end
 
@@ -182,7 +196,8 @@ function _M.access()
     return reject(read_failure)
   end
 
-  body, failure = masker:mask_body(st, body, ngx_var.http_x_api_key, ngx_var.http_authorization)
+  body, failure = masker:mask_body(st, body, ngx_var.http_x_api_key, ngx_var.http_authorization,
+    scope_var and ngx_var[scope_var])
   if st.store_error then
     count("store_errors")
   end

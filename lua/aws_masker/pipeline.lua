@@ -5,12 +5,14 @@
 -- decides, masks and keeps the per-request state; the adapter applies the outcome (set the
 -- body, send an error, clear Content-Length, pass a chunk on) and keeps its own counters.
 --
---   local p = pipeline.new{ catalog =, store =, scope_secret =, max_body_bytes =, fail_mode = }
+--   local p = pipeline.new{ catalog =, store =, scope_secret =, scope_by =, scope_header =,
+--                           max_body_bytes =, fail_mode = }
 --   local st = pipeline.start()
 --   local ok, failure = p:check_request(st, content_encoding, content_type, content_length,
 --                                       transfer_encoding)
 --   local ok, failure = p:check_uri(st, request_uri)  -- path and query string as sent
---   local body, failure = p:mask_body(st, body, api_key, authorization)
+--   local body, failure = p:mask_body(st, body, api_key, authorization, scope_value)
+--     -- scope_value: the value of the header p.scope_header names (nil when that is nil)
 --   if st.originals then <forward body> end       -- masked; otherwise forward the original
 --   if pipeline.restore_start(st, content_type, content_encoding) then <drop Content-Length>
 --   out = pipeline.restore_chunk(st, chunk, eof)  -- nil while a whole body is being buffered
@@ -83,7 +85,9 @@ function _M.new_store(conf)
 end
 
 -- opts: catalog (compiled), store (anything with :assign(scope, findings) returning the tokens
--- in order, or nil, err), scope_secret, max_body_bytes, fail_mode ("closed" or "open").
+-- in order, or nil, err), scope_secret, scope_by ("credential", "header" or "global"),
+-- scope_header (the header naming the scope when scope_by is "header"), max_body_bytes,
+-- fail_mode ("closed" or "open").
 function _M.new(opts)
   if type(opts) ~= "table" or type(opts.catalog) ~= "table" then
     return nil, "pipeline needs a compiled catalog"
@@ -101,10 +105,29 @@ function _M.new(opts)
   if fail_mode ~= "closed" and fail_mode ~= "open" then
     return nil, "fail_mode must be 'closed' or 'open'"
   end
+  local scope_by = opts.scope_by or "credential"
+  if not scope_mod.SCOPE_BY[scope_by] then
+    return nil, "scope_by must be 'credential', 'header' or 'global'"
+  end
+  local scope_header
+  if scope_by == "header" then
+    scope_header = opts.scope_header
+    if not scope_mod.valid_header_name(scope_header) then
+      return nil, "scope_header must name a request header when scope_by is 'header'"
+    end
+  end
   return setmetatable({
     catalog = opts.catalog,
     store = opts.store,
     scope_secret = opts.scope_secret,
+    scope_by = scope_by,
+    -- Read by the adapters: the header whose value they pass to mask_body, or nil.
+    scope_header = scope_header,
+    -- The one scope of every request, computed once.
+    global_scope = scope_by == "global"
+      and scope_mod.from_value(opts.scope_secret, scope_mod.GLOBAL_LABEL) or nil,
+    no_scope = scope_header and ("the " .. scope_header .. " header is required: it chooses "
+      .. "the token scope; the request was not forwarded"),
     max_body_bytes = opts.max_body_bytes,
     fail_open = fail_mode == "open",
     too_large = "request body exceeds the gateway limit of " .. opts.max_body_bytes .. " bytes",
@@ -193,11 +216,29 @@ local function count_types(edits)
   return concat(parts, ","), total
 end
 
+-- The token scope of a request, from what scope_by reads.
+function _M:scope(api_key, authorization, scope_value)
+  local scope_by = self.scope_by
+  if scope_by == "global" then
+    return self.global_scope
+  end
+  if scope_by == "header" then
+    return scope_mod.from_value(self.scope_secret, scope_value)
+  end
+  return scope_mod.from_value(self.scope_secret, scope_mod.credential(api_key, authorization))
+end
+
 -- Masks a whole request body. api_key and authorization (either may be nil) choose the token
--- scope. Returns the body to forward, or nil and a failure. The body comes back masked when
+-- scope under scope_by "credential", scope_value (the scope_header's value) under "header".
+-- Returns the body to forward, or nil and a failure. The body comes back masked when
 -- st.originals is set afterwards; otherwise it is the body as it came (nothing to mask, or the
 -- store failed under fail_mode "open", recorded as st.fail_open and st.store_error).
-function _M:mask_body(st, body, api_key, authorization)
+function _M:mask_body(st, body, api_key, authorization, scope_value)
+  -- Refused whether or not the body holds an identifier: a client that has no scope header
+  -- must find out at once, not on its first identifier.
+  if self.scope_header and (not scope_value or scope_value == "") then
+    return reject(st, 400, self.no_scope)
+  end
   if #body > self.max_body_bytes then
     return reject(st, 413, self.too_large)
   end
@@ -221,8 +262,7 @@ function _M:mask_body(st, body, api_key, authorization)
     return body
   end
 
-  local credential = scope_mod.credential(api_key, authorization)
-  local scope = scope_mod.from_credential(self.scope_secret, credential)
+  local scope = self:scope(api_key, authorization, scope_value)
   local store_start = ngx_now()
   local tokens
   tokens, err = self.store:assign(scope, findings)

@@ -249,7 +249,8 @@ describe("kong.plugins.aws-masker.handler", function()
       conf[key] = value
     end
     pipelines.set(conf, assert(pipeline.new({ catalog = catalog, store = store,
-      scope_secret = conf.scope_secret, max_body_bytes = conf.max_body_bytes,
+      scope_secret = conf.scope_secret, scope_by = conf.scope_by,
+      scope_header = conf.scope_header, max_body_bytes = conf.max_body_bytes,
       fail_mode = conf.fail_mode })))
     return conf
   end
@@ -349,6 +350,65 @@ describe("kong.plugins.aws-masker.handler", function()
     handler:log(conf)
     assert.equal("warn", k.log_lines[#k.log_lines].level)
     assert.matches("fail_open=1", k.log_lines[#k.log_lines].line, 1, true)
+  end)
+
+  -- The scopes a store was asked for, in order, around a counting store.
+  local function scope_recording_store()
+    local store = counting_store()
+    local assign = store.assign
+    store.scopes = {}
+    function store.assign(self, scope, findings)
+      self.scopes[#self.scopes + 1] = scope
+      return assign(self, scope, findings)
+    end
+    return store
+  end
+
+  it("scopes by the configured header's value under scope_by header", function()
+    local store = scope_recording_store()
+    local conf = new_conf(store, { scope_by = "header", scope_header = "X-Consumer-Username" })
+    local text = messages_body("instance " .. IDENTIFIERS[1])
+    local sent = {
+      { ["X-Consumer-Username"] = "team-a" },
+      { ["X-Consumer-Username"] = "team-a", ["x-api-key"] = "sk-ant-someone-else" },
+      { ["x-consumer-username"] = "team-b" },
+    }
+    for _, headers in ipairs(sent) do
+      local k = new_request(json_request(text, headers))
+      handler:access(conf)
+      assert.same({}, calls_named(k, "response.exit"))
+      assert.equal(1, #calls_named(k, "service.request.set_raw_body"))
+    end
+    assert.equal(store.scopes[1], store.scopes[2])
+    assert.not_equal(store.scopes[1], store.scopes[3])
+  end)
+
+  it("answers 400 naming the header and forwards nothing when the scope header is missing",
+    function()
+      local store = scope_recording_store()
+      local conf = new_conf(store, { scope_by = "header", scope_header = "X-Team" })
+      for _, value in ipairs({ false, "" }) do
+        local k = new_request(json_request(messages_body("instance " .. IDENTIFIERS[1]),
+          { ["X-Team"] = value }))
+        handler:access(conf)
+        assert.matches("X-Team header is required",
+          assert_error(k, 400, "invalid_request_error"), 1, true)
+      end
+      assert.equal(0, store.calls)
+    end)
+
+  it("puts every credential in one scope under scope_by global", function()
+    local store = scope_recording_store()
+    local conf = new_conf(store, { scope_by = "global" })
+    local text = messages_body("instance " .. IDENTIFIERS[1])
+    for _, headers in ipairs({ {}, { ["x-api-key"] = "sk-ant-someone-else" },
+        { ["x-api-key"] = false, Authorization = "Bearer b" } }) do
+      local k = new_request(json_request(text, headers))
+      handler:access(conf)
+      assert.equal(1, #calls_named(k, "service.request.set_raw_body"))
+    end
+    assert.equal(store.scopes[1], store.scopes[2])
+    assert.equal(store.scopes[1], store.scopes[3])
   end)
 
   it("answers 400 to malformed JSON", function()
@@ -523,6 +583,13 @@ describe("kong.plugins.aws-masker.handler", function()
     local p = assert(pipelines.get(conf))
     assert.equal(p, pipelines.get(conf))
     assert.equal(catalog, p.catalog)
+    assert.equal("credential", p.scope_by)
+
+    local by_header = { scope_by = "header", scope_header = "X-Team" }
+    for key, value in pairs(conf) do
+      by_header[key] = by_header[key] or value
+    end
+    assert.equal("X-Team", assert(pipelines.get(by_header)).scope_header)
 
     local missing = { catalog_path = "/nonexistent/aws_patterns.json", scope_secret = SECRET,
       max_body_bytes = 1024, redis = { host = "127.0.0.1" } }

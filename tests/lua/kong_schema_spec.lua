@@ -109,7 +109,7 @@ describe("kong.plugins.aws-masker.schema", function()
     end
     table.sort(names)
     assert.same({ "catalog_path", "fail_mode", "mapping_ttl_seconds", "max_body_bytes",
-      "redis", "scope_secret" }, names)
+      "redis", "scope_by", "scope_header", "scope_secret" }, names)
 
     names = {}
     for name in pairs(redis) do
@@ -133,6 +133,9 @@ describe("kong.plugins.aws-masker.schema", function()
     assert.equal(86400, config.mapping_ttl_seconds.default)
     assert.equal(33554432, config.max_body_bytes.default)
     assert.equal("closed", config.fail_mode.default)
+    assert.equal("credential", config.scope_by.default)
+    assert.is_nil(config.scope_header.default)
+    assert.is_not_true(config.scope_header.required)
     assert.equal("/usr/local/share/lua/5.1/kong/plugins/aws-masker/aws_patterns.json",
       config.catalog_path.default)
     assert.is_nil(config.scope_secret.default) -- no usable default exists: it must be set
@@ -176,13 +179,27 @@ describe("kong.plugins.aws-masker.schema", function()
       { config.fail_mode, "half-open" }, { config.fail_mode, "CLOSED" },
       { config.scope_secret, "short secret" },
       { config.catalog_path, "relative/aws_patterns.json" },
+      { config.scope_by, "consumer" }, { config.scope_by, "HEADER" },
+      { config.scope_header, "" }, { config.scope_header, "x_team" },
+      { config.scope_header, "x-team: a" },
     }
     for i, case in ipairs(rejected) do
       assert.is_nil(check(case[1], case[2]), "case " .. i)
     end
 
     assert.is_true(check(config.fail_mode, "open"))
+    for _, scope_by in ipairs({ "credential", "header", "global" }) do
+      assert.is_true(check(config.scope_by, scope_by))
+    end
+    assert.is_true(check(config.scope_header, "X-Consumer-Username"))
     assert.is_true(check(config.scope_secret, string.rep("s", 16)))
     assert.is_true(check(config.catalog_path, "/etc/kong/aws_patterns.json"))
+  end)
+
+  it("requires scope_header when scope_by is header, and only then", function()
+    assert.same({ { conditional = {
+      if_field = "config.scope_by", if_match = { eq = "header" },
+      then_field = "config.scope_header", then_match = { required = true },
+    } } }, schema.entity_checks)
   end)
 end)

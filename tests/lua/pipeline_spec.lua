@@ -98,6 +98,72 @@ describe("aws_masker.pipeline", function()
     assert.equal(20, #store.scopes[1])
   end)
 
+  local function scoped(store, scope_by, scope_header)
+    return assert(pipeline.new({ catalog = catalog, store = store, scope_secret = SECRET,
+      max_body_bytes = 2048, scope_by = scope_by, scope_header = scope_header }))
+  end
+
+  it("checks scope_by and scope_header when it is built", function()
+    local function refused(scope_by, scope_header, complaint)
+      local p, err = pipeline.new({ catalog = catalog, store = recording_store(),
+        scope_secret = SECRET, max_body_bytes = 1, scope_by = scope_by,
+        scope_header = scope_header })
+      assert.is_nil(p)
+      assert.matches(complaint, err)
+    end
+    refused("consumer", nil, "scope_by")
+    refused("header", nil, "scope_header")
+    refused("header", "", "scope_header")
+    refused("header", "x_team", "scope_header")
+    refused("header", "x-team: a", "scope_header")
+
+    assert.equal("credential", scoped(recording_store()).scope_by)
+    assert.is_nil(scoped(recording_store(), "credential", "X-Team").scope_header)
+    assert.equal("X-Team", scoped(recording_store(), "header", "X-Team").scope_header)
+  end)
+
+  it("scopes by a header's value under scope_by header, and refuses a request without it",
+    function()
+      local store = recording_store()
+      local p = scoped(store, "header", "X-Team")
+      local raw = body("stop i-0a1b2c3d4e5f67890")
+      assert(p:mask_body(pipeline.start(), raw, "key-1", nil, "team-a"))
+      assert(p:mask_body(pipeline.start(), raw, "key-2", nil, "team-a"))
+      assert(p:mask_body(pipeline.start(), raw, "key-1", nil, "team-b"))
+      assert.equal(store.scopes[1], store.scopes[2]) -- the credential plays no part
+      assert.not_equal(store.scopes[1], store.scopes[3])
+      assert.equal(20, #store.scopes[1])
+
+      for _, missing in ipairs({ false, "" }) do
+        local st = pipeline.start()
+        -- Even a body without identifiers: the client learns at once.
+        local out, failure = p:mask_body(st, body("nothing here"), "key-1", nil,
+          missing or nil)
+        assert.is_nil(out)
+        assert.equal(400, failure.status)
+        assert.equal("invalid_request_error", failure.type)
+        assert.matches("X-Team header is required", failure.message, 1, true)
+        assert.equal(400, st.status)
+      end
+      assert.equal(3, store.calls)
+    end)
+
+  it("puts every client in one scope under scope_by global", function()
+    local store = recording_store()
+    local p = scoped(store, "global")
+    local raw = body("stop i-0a1b2c3d4e5f67890")
+    assert(p:mask_body(pipeline.start(), raw, "key-1", nil))
+    assert(p:mask_body(pipeline.start(), raw, nil, "Bearer other"))
+    assert(p:mask_body(pipeline.start(), raw, nil, nil))
+    assert.equal(store.scopes[1], store.scopes[2])
+    assert.equal(store.scopes[1], store.scopes[3])
+    assert.equal(20, #store.scopes[1])
+
+    local by_credential = recording_store()
+    scoped(by_credential):mask_body(pipeline.start(), raw, "key-1", nil)
+    assert.not_equal(store.scopes[1], by_credential.scopes[1])
+  end)
+
   it("calls no store for an empty body or a body without identifiers", function()
     local store = recording_store()
     local p = new(store)

@@ -547,8 +547,46 @@ def test_fail_open_forwards_unmasked_and_says_so(tmp_path):
         assert log_lines(gw, "fail_open=1")
 
 
+def redis_scopes(gw):
+    """The scopes holding token mappings in the gateway's Redis."""
+    client = redis.Redis(host="127.0.0.1", port=gw["redis_port"], password="test-redis-password")
+    return {key.decode().split(":")[1] for key in client.scan_iter("aws_masker:*:t:*")}
+
+
+def test_scope_by_header_scopes_by_its_value_and_refuses_requests_without_it(tmp_path):
+    with running_gateway(tmp_path, scope_by="header", scope_header="X-Team") as gw:
+        for team in ("team-a", "team-b"):
+            status, _, body = post(gw, message("stop " + IDENTIFIERS[0]),
+                                   headers={"X-Team": team})
+            assert status == 200, body
+        # Same identifier, same API key, two teams: each has its own numbering and keys.
+        assert forwarded_text(gw, 0) == forwarded_text(gw, 1) == "stop AWS_EC2_000001"
+        assert len(redis_scopes(gw)) == 2
+
+        status, headers, body = post(gw, message("stop " + IDENTIFIERS[0]))
+        assert status == 400
+        assert headers["Content-Type"] == "application/json"
+        error = json.loads(body)["error"]
+        assert error["type"] == "invalid_request_error"
+        assert "X-Team header is required" in error["message"]
+        assert len(gw["received"]) == 2
+
+
+def test_scope_by_global_shares_one_scope_between_api_keys(tmp_path):
+    with running_gateway(tmp_path, scope_by="global") as gw:
+        post(gw, message("stop " + IDENTIFIERS[0]))
+        post(gw, message("stop " + IDENTIFIERS[0] + " and i-0fedcba9876543210"),
+             headers={"x-api-key": "sk-ant-someone-else"})
+        assert forwarded_text(gw, 0) == "stop AWS_EC2_000001"
+        assert forwarded_text(gw, 1) == "stop AWS_EC2_000001 and AWS_EC2_000002"
+        assert len(redis_scopes(gw)) == 1
+
+
 @pytest.mark.parametrize("change, complaint", [
     ({"scope_secret": "short"}, "scope_secret"),
+    ({"scope_by": "consumer"}, "scope_by"),
+    ({"scope_by": "header"}, "scope_header"),
+    ({"scope_by": "header", "scope_header": "x_team"}, "scope_header"),
     ({"fail_mode": "sometimes"}, "fail_mode"),
     ({"catalog_path": "/nonexistent/catalog.json"}, "catalog"),
 ])

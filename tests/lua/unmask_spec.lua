@@ -63,7 +63,7 @@ describe("scope", function()
   it("is the first 20 hex characters of hmac_sha1(secret, credential)", function()
     -- RFC 2202 test case 2: HMAC-SHA1("Jefe", "what do ya want for nothing?")
     assert.equal("effcdf6ae5eb2fa2d274",
-      scope.from_credential("Jefe", "what do ya want for nothing?"))
+      scope.from_value("Jefe", "what do ya want for nothing?"))
   end)
 
   it("takes x-api-key first, then Authorization", function()

@@ -66,7 +66,9 @@ function AwsMaskerHandler:access(conf)
     return reject(too_large)
   end
 
-  body, failure = masker:mask_body(st, body, get_header("x-api-key"), get_header("Authorization"))
+  local scope_header = masker.scope_header
+  body, failure = masker:mask_body(st, body, get_header("x-api-key"), get_header("Authorization"),
+    scope_header and get_header(scope_header))
   if not body then
     return reject(failure)
   end

@@ -63,6 +63,7 @@ function _M.get(conf)
     return nil, err
   end
   p, err = pipeline.new({ catalog = catalog, store = store, scope_secret = conf.scope_secret,
+    scope_by = conf.scope_by, scope_header = conf.scope_header,
     max_body_bytes = conf.max_body_bytes, fail_mode = conf.fail_mode })
   if not p then
     return nil, err

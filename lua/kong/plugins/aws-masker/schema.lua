@@ -89,6 +89,22 @@ return {
           description = "HMAC key turning a client credential into its token scope; "
             .. "changing it orphans every mapping.",
         } },
+        { scope_by = {
+          type = "string",
+          required = true,
+          default = "credential",
+          one_of = { "credential", "header", "global" },
+          description = "What the token scope is an HMAC of: credential (x-api-key, else "
+            .. "Authorization), header (the value of scope_header; a request without it gets "
+            .. "400), global (one scope: every client shares token numbering and Redis keys).",
+        } },
+        { scope_header = {
+          type = "string",
+          required = false,
+          match = "^[A-Za-z0-9-]+$",
+          description = "The request header whose value is the scope when scope_by is header "
+            .. "(a team or consumer header set by an authenticating plugin or proxy).",
+        } },
         { max_body_bytes = {
           type = "integer",
           required = true,
@@ -112,6 +128,13 @@ return {
           description = "Absolute path of the pattern catalog as JSON.",
         } },
       },
+    } },
+  },
+  entity_checks = {
+    -- A header scope without a header would put every request in one scope unannounced.
+    { conditional = {
+      if_field = "config.scope_by", if_match = { eq = "header" },
+      then_field = "config.scope_header", then_match = { required = true },
     } },
   },
 }
