@@ -4,6 +4,7 @@ Real Redis and real nginx with its Lua module, deployed by the playbook; the sta
 is the only fake, and it is read directly to see what would have left the company.
 """
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -121,25 +122,36 @@ def test_same_original_gets_same_token_on_later_requests(client, stub):
     assert second == "again: " + first
 
 
-def test_redis_down_fails_closed_and_recovers(client, stub):
-    stub.clear()
-    stopped = supervisorctl("stop", "aws-masking-redis")
+@contextlib.contextmanager
+def program_stopped(name):
+    """The supervisor program is stopped for the block, and started again whatever happens."""
+    stopped = supervisorctl("stop", name)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     try:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            send(client, "instance i-0123456789abcdef0 in vpc-0a1b2c3d", stream=False)
+        yield
+    finally:
+        supervisorctl("start", name)
 
-        assert caught.value.status_code == 503
-        body = caught.value.response.json()
+
+def refused(client, text):
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        send(client, text, stream=False)
+    return caught.value.status_code, caught.value.response.json()
+
+
+def test_redis_down_fails_closed_and_recovers(client, stub):
+    stub.clear()
+    with program_stopped("aws-masking-redis"):
+        status, body = refused(client, "instance i-0123456789abcdef0 in vpc-0a1b2c3d")
+
+        assert status == 503
         assert body["type"] == "error"
         assert body["error"]["type"] == "api_error"
         assert "i-0123456789abcdef0" not in json.dumps(body)
         assert stub.received() == []
-        status, deep = http_get(f"{EDGE_URL}/health/deep")
-        assert status == 503
+        deep_status, deep = http_get(f"{EDGE_URL}/health/deep")
+        assert deep_status == 503
         assert json.loads(deep)["store"] == "unreachable"
-    finally:
-        supervisorctl("start", "aws-masking-redis")
 
     def serves_again():
         try:
@@ -151,34 +163,23 @@ def test_redis_down_fails_closed_and_recovers(client, stub):
 
 
 def test_unreachable_upstream_gets_an_api_shaped_502(client, stub):
-    stopped = supervisorctl("stop", "aws-masking-mock-upstream")
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    try:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            send(client, "instance i-0123456789abcdef0", stream=False)
+    with program_stopped("aws-masking-mock-upstream"):
+        status, body = refused(client, "instance i-0123456789abcdef0")
 
-        assert caught.value.status_code == 502
-        body = caught.value.response.json()
+        assert status == 502
         assert body["type"] == "error"
         assert body["error"]["type"] == "api_error"
-    finally:
-        supervisorctl("start", "aws-masking-mock-upstream")
     assert wait_for(lambda: http_get(f"{stub.url}/health")[0] == 200, timeout=30)
 
 
 def test_gateway_down_gets_an_api_shaped_502_from_the_edge(client, stub):
     stub.clear()
-    stopped = supervisorctl("stop", "aws-masking-gateway")
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    try:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            send(client, "instance i-0123456789abcdef0", stream=False)
+    with program_stopped("aws-masking-gateway"):
+        status, body = refused(client, "instance i-0123456789abcdef0")
 
-        assert caught.value.status_code == 502
-        assert caught.value.response.json()["error"]["type"] == "api_error"
+        assert status == 502
+        assert body["error"]["type"] == "api_error"
         assert stub.received() == []
-    finally:
-        supervisorctl("start", "aws-masking-gateway")
     assert wait_for(lambda: http_get(f"{EDGE_URL}/health/deep")[0] == 200, timeout=30)
 
 
