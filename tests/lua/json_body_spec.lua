@@ -12,18 +12,20 @@ local function fake_tokens(plan)
   return tokens
 end
 
+-- Masks raw with a compiled catalog and sequential fake tokens; returns the body and the plan.
+local function mask_with(cat, raw)
+  local plan, err = json_body.scan(raw, cat)
+  assert.is_nil(err)
+  return json_body.rewrite(plan, fake_tokens(plan)), plan
+end
+
 describe("json_body", function()
   local cat
+  local function mask(raw) return mask_with(cat, raw) end
 
   setup(function()
     cat = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
   end)
-
-  local function mask(raw)
-    local plan, err = json_body.scan(raw, cat)
-    assert.is_nil(err)
-    return json_body.rewrite(plan, fake_tokens(plan)), plan
-  end
 
   it("rewrites only identifiers and keeps every other byte", function()
     local raw = '{ "model" : "claude-x",\n  "max_tokens":1.50E+3, "big": 12345678901234567890123,'
@@ -193,16 +195,11 @@ end)
 describe("json_body repeated originals", function()
   local cjson = require "cjson"
   local cat
+  local function mask(raw) return mask_with(cat, raw) end
 
   setup(function()
     cat = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
   end)
-
-  local function mask(raw)
-    local plan, err = json_body.scan(raw, cat)
-    assert.is_nil(err)
-    return json_body.rewrite(plan, fake_tokens(plan)), plan
-  end
 
   local function user(text)
     return '{"messages":[{"role":"user","content":' .. cjson.encode(text) .. '}]}'
