@@ -1,11 +1,22 @@
 """Shared test fixtures: where the repository and the evaluation corpus are."""
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_module(name, path):
+    """Imports a module of the collection from its file, without the collection installed."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def corpus_dir():

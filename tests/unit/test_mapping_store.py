@@ -9,7 +9,6 @@ collection through collections/ and ansible.cfg.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_module
 
 redis = pytest.importorskip("redis")
 
@@ -44,15 +45,7 @@ ORIGINALS = [original for _, _, original, _ in MAPPINGS]
 TTL = 3600
 
 
-def load_manager():
-    spec = importlib.util.spec_from_file_location("_mapping_store", MANAGER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ms = load_manager()
+ms = load_module("_mapping_store", MANAGER_PATH)
 
 
 def free_port():

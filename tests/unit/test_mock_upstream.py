@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import importlib.util
 import io
 import json
 import re
@@ -20,6 +19,8 @@ from pathlib import Path
 import anthropic
 import pytest
 
+from tests.conftest import load_module
+
 STUB_PATH = Path(__file__).resolve().parents[2] / "files" / "mock_upstream" / "anthropic_stub.py"
 MODEL = "claude-sonnet-4-5"
 API_KEY = "sk-ant-test-0123456789abcdef"
@@ -28,15 +29,7 @@ STREAM_EVENT_ORDER = ["message_start", "content_block_start", "ping"]
 STREAM_EVENT_END = ["content_block_stop", "message_delta", "message_stop"]
 
 
-def load_stub_module():
-    spec = importlib.util.spec_from_file_location("anthropic_stub", STUB_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stub_module = load_stub_module()
+stub_module = load_module("anthropic_stub", STUB_PATH)
 
 
 class RunningStub:
