@@ -16,6 +16,10 @@ ruff check .
 yamllint -s .
 luacheck lua tests/lua
 ansible-lint --profile production roles playbooks
+antsibull-changelog lint
+
+step "ansible-test sanity (ignores with reasons: tests/sanity/ignore-*.txt)"
+tests/sanity/run.sh
 
 step "Lua specs inside nginx (real ngx.re / PCRE)"
 tests/lua/run.sh

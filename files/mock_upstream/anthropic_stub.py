@@ -112,7 +112,7 @@ def error_body(status: int, message: str) -> dict:
 
 def new_id(prefix: str) -> str:
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
-    return prefix + "".join(secrets.choice(alphabet) for _ in range(24))
+    return prefix + "".join(secrets.choice(alphabet) for _position in range(24))
 
 
 def rfc3339(epoch: float | None = None) -> str:
@@ -486,7 +486,7 @@ class BodyWriter:
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
     for item in (accept_encoding or "").split(","):
-        coding, _, params = item.strip().partition(";")
+        coding, _sep, params = item.strip().partition(";")
         if coding.strip().lower() not in ("gzip", "*"):
             continue
         quality = params.strip().lower()

@@ -525,7 +525,7 @@ def _plan_restore(records, live):
                 originals[key] = current
 
     for record in pending_pairs:
-        scope, _, digest = parse_key(record["key"])
+        scope, _code, digest = parse_key(record["key"])
         token = record["value"]
         code = token_code(token)
         token_key = KEY_PREFIX + "{" + scope + "}:t:" + token

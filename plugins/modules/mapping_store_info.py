@@ -13,8 +13,9 @@ description:
     original value and no token mapping ever leaves Redis through this module.
   - Read-only.
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - aws_masking.gateway.attributes
   - aws_masking.gateway.redis_connection
 attributes:
   check_mode:
