@@ -15,7 +15,7 @@ step "lint: ruff, yamllint, luacheck, ansible-lint"
 ruff check .
 yamllint -s .
 luacheck lua tests/lua
-ansible-lint --profile production roles playbooks
+ansible-lint --profile production roles playbooks examples
 antsibull-changelog lint
 
 step "ansible-test sanity (ignores with reasons: tests/sanity/ignore-*.txt)"
