@@ -352,6 +352,25 @@ describe("kong.plugins.aws-masker.handler", function()
     assert.equal(#IDENTIFIERS, k.ctx.plugin.state.masked)
   end)
 
+  it("masks request headers with the body and sets them with set_headers", function()
+    local k = new_request(json_request(messages_body("stop i-0a1b2c3d4e5f67890"),
+      { ["X-Debug"] = { "i-0a1b2c3d4e5f67890", "ok" }, ["Anthropic-Version"] = "2023-06-01" }))
+    handler:access(new_conf(counting_store()))
+    assert.equal(1, #calls_named(k, "service.request.set_raw_body"))
+    assert.same({ { { ["x-debug"] = { "AWS_EC2_000001", "ok" } } } },
+      calls_named(k, "service.request.set_headers"))
+  end)
+
+  it("refuses a request whose headers Kong could not read in full", function()
+    local extra = {}
+    for n = 1, 1001 do
+      extra["x-h" .. n] = "v"
+    end
+    local k = new_request(json_request(messages_body("hi"), extra))
+    handler:access(new_conf(counting_store()))
+    assert.matches("headers", assert_error(k, 400, "invalid_request_error"))
+  end)
+
   it("forwards a body without identifiers as it came", function()
     local k = new_request(json_request(messages_body("nothing to hide here")))
     handler:access(new_conf(counting_store()))
