@@ -24,12 +24,15 @@
 local cjson = require "cjson.safe"
 local pipeline = require "aws_masker.pipeline"
 local errors = require "aws_masker.errors"
+local request_headers = require "aws_masker.request_headers"
 
 local ngx = ngx
 local ngx_var = ngx.var
 local ngx_log = ngx.log
 local req = ngx.req
 local shared = ngx.shared
+local timer_at = ngx.timer.at
+local pairs = pairs
 local concat = table.concat
 local gsub = string.gsub
 local lower = string.lower
@@ -48,7 +51,7 @@ local worker_counters = {}
 local COUNTERS = { "requests", "masked_requests", "identifiers_masked", "store_errors",
   "fail_open", "rejected_400", "rejected_413", "rejected_500", "rejected_502", "rejected_503",
   "rejected_504",
-  "tokens_restored", "unknown_tokens" }
+  "tokens_restored", "unknown_tokens", "log_lines_dropped" }
 
 local function count(name, n)
   local dict = shared.aws_masker_stats
@@ -196,8 +199,13 @@ function _M.access()
     return reject(read_failure)
   end
 
+  local headers, truncated = req.get_headers(request_headers.MAX_HEADERS)
+  if truncated then
+    local _, too_many = pipeline.reject(st, 400, request_headers.TOO_MANY)
+    return reject(too_many)
+  end
   body, failure = masker:mask_body(st, body, ngx_var.http_x_api_key, ngx_var.http_authorization,
-    scope_var and ngx_var[scope_var])
+    scope_var and ngx_var[scope_var], headers)
   if st.store_error then
     count("store_errors")
   end
@@ -207,8 +215,16 @@ function _M.access()
   if st.fail_open then
     count("fail_open")
   end
-  if st.originals then
+  if st.body_masked then
     req.set_body_data(body)
+  end
+  local masked_headers = st.headers
+  if masked_headers then
+    for name, value in pairs(masked_headers) do
+      req.set_header(name, value)
+    end
+  end
+  if st.originals then
     count("masked_requests")
     count("identifiers_masked", st.masked)
   end
@@ -229,6 +245,13 @@ function _M.body_filter()
   end
 end
 
+-- nginx ends every line logged during a request with its request line, Host and Referer: a
+-- request refused for an identifier in its URL, or whose headers held one, has its line
+-- written from a timer, outside the request.
+local function write_apart(_, level, line)
+  ngx_log(level, line)
+end
+
 function _M.log()
   local st = ngx.ctx.aws_masker
   if not st then
@@ -242,7 +265,11 @@ function _M.log()
     count("unknown_tokens", unknown)
   end
   local line, level = pipeline.log_line(st, ngx.status)
-  ngx_log(LOG_LEVELS[level], line)
+  if not st.log_apart then
+    ngx_log(LOG_LEVELS[level], line)
+  elseif not timer_at(0, write_apart, LOG_LEVELS[level], line) then
+    count("log_lines_dropped") -- too many timers pending: no line beats one with the value
+  end
 end
 
 -- content_by_lua for a loopback status location.

@@ -11,9 +11,13 @@
 --   local ok, failure = p:check_request(st, content_encoding, content_type, content_length,
 --                                       transfer_encoding)
 --   local ok, failure = p:check_uri(st, request_uri)  -- path and query string as sent
---   local body, failure = p:mask_body(st, body, api_key, authorization, scope_value)
---     -- scope_value: the value of the header p.scope_header names (nil when that is nil)
---   if st.originals then <forward body> end       -- masked; otherwise forward the original
+--   local body, failure = p:mask_body(st, body, api_key, authorization, scope_value, headers)
+--     -- scope_value: the value of the header p.scope_header names (nil when that is nil);
+--     -- headers: every request header, name -> value or list (at most
+--     -- request_headers.MAX_HEADERS: an engine that stops short refuses with TOO_MANY)
+--   if st.body_masked then <forward body> end      -- masked; otherwise forward the original
+--   for name, value in pairs(st.headers or {}) do <set the header upstream> end
+--   if st.log_apart then <write the log line outside the request> end
 --   if pipeline.restore_start(st, content_type, content_encoding) then <drop Content-Length>
 --   out = pipeline.restore_chunk(st, chunk, eof)  -- nil while a whole body is being buffered
 --   body = pipeline.restore_body(st, body)        -- for engines that buffer the body themselves
@@ -24,6 +28,7 @@
 
 local catalog_mod = require "aws_masker.catalog"
 local json_body = require "aws_masker.json_body"
+local request_headers = require "aws_masker.request_headers"
 local mapping_store = require "aws_masker.mapping_store"
 local unmask = require "aws_masker.unmask"
 local sse = require "aws_masker.sse"
@@ -39,6 +44,7 @@ local format = string.format
 local concat = table.concat
 local sort = table.sort
 local pairs = pairs
+local next = next
 local tonumber = tonumber
 local type = type
 local setmetatable = setmetatable
@@ -191,22 +197,30 @@ function _M:check_uri(st, uri)
     return reject(st, 500, "masking failed: " .. err)
   end
   if matches then
+    -- nginx writes the request line beside every log line of the request.
+    st.log_apart = true
     return reject(st, 400, "an AWS identifier in the request URL cannot be masked; "
       .. "the request was not forwarded")
   end
   return true
 end
 
--- "CODE:n,..." occurrences per token code, and their total.
-local function count_types(edits)
+-- "CODE:n,..." occurrences per token code, and their total, in the body's edits and the
+-- matches of the texts beside it.
+local function count_types(edits, text_matches)
   local counts, total = {}, 0
-  for e = 1, #edits do
-    local matches = edits[e].matches
+  local function add(matches)
     for k = 1, #matches do
       local code = matches[k].code
       counts[code] = (counts[code] or 0) + 1
     end
     total = total + #matches
+  end
+  for e = 1, #edits do
+    add(edits[e].matches)
+  end
+  for _, matches in pairs(text_matches) do
+    add(matches)
   end
   local parts = {}
   for code, n in pairs(counts) do
@@ -228,12 +242,15 @@ function _M:scope(api_key, authorization, scope_value)
   return scope_mod.from_value(self.scope_secret, scope_mod.credential(api_key, authorization))
 end
 
--- Masks a whole request body. api_key and authorization (either may be nil) choose the token
--- scope under scope_by "credential", scope_value (the scope_header's value) under "header".
--- Returns the body to forward, or nil and a failure. The body comes back masked when
--- st.originals is set afterwards; otherwise it is the body as it came (nothing to mask, or the
--- store failed under fail_mode "open", recorded as st.fail_open and st.store_error).
-function _M:mask_body(st, body, api_key, authorization, scope_value)
+-- Masks a whole request body and the request headers (aws_masker.request_headers) with one
+-- store call. api_key and authorization (either may be nil) choose the token scope under
+-- scope_by "credential", scope_value (the scope_header's value) under "header"; headers (nil:
+-- none) maps names to a value or a list of values. Returns the body to forward, or nil and a
+-- failure. The body comes back masked when st.body_masked is set afterwards, st.headers holds
+-- the headers to replace upstream (name -> value or list); otherwise the request goes as it
+-- came (nothing to mask, or the store failed under fail_mode "open", recorded as st.fail_open
+-- and st.store_error). st.originals is set whenever anything was masked.
+function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
   -- Refused whether or not the body holds an identifier: a client that has no scope header
   -- must find out at once, not on its first identifier.
   if self.scope_header and (not scope_value or scope_value == "") then
@@ -243,12 +260,25 @@ function _M:mask_body(st, body, api_key, authorization, scope_value)
     return reject(st, 413, self.too_large)
   end
   st.bytes_in = #body
-  if body == "" then
+
+  local texts, err, client_error
+  if headers then
+    texts, err, client_error = request_headers.texts(headers, self.catalog)
+    if not texts then
+      st.log_apart = true
+      if client_error then
+        return reject(st, 400, err)
+      end
+      return reject(st, 500, "masking failed: " .. err)
+    end
+  end
+  if body == "" and not (texts and texts[1]) then
     return body
   end
 
   local start = st.started
-  local plan, err, client_error = json_body.scan(body, self.catalog)
+  local plan
+  plan, err, client_error = json_body.scan(body ~= "" and body or nil, self.catalog, texts)
   if not plan then
     if client_error then
       return reject(st, 400, err)
@@ -256,6 +286,8 @@ function _M:mask_body(st, body, api_key, authorization, scope_value)
     return reject(st, 500, "masking failed: " .. err)
   end
   st.scan_ms = elapsed_ms(start)
+  -- An engine may write header values beside the request's log lines (nginx: Referer).
+  st.log_apart = st.log_apart or next(plan.text_matches) ~= nil
 
   local findings = plan.findings
   if #findings == 0 then
@@ -277,12 +309,16 @@ function _M:mask_body(st, body, api_key, authorization, scope_value)
   end
 
   local masked = json_body.rewrite(plan, tokens)
+  st.body_masked = #plan.edits > 0
+  if texts then
+    st.headers = request_headers.masked(headers, texts, plan, tokens)
+  end
   local originals = {}
   for i = 1, #findings do
     originals[tokens[i]] = findings[i].value
   end
   st.originals = originals
-  st.types, st.masked = count_types(plan.edits)
+  st.types, st.masked = count_types(plan.edits, plan.text_matches)
   st.distinct = #findings
   st.mask_ms = elapsed_ms(start)
   return masked

@@ -92,6 +92,22 @@ local function fake_kong(request)
         record("request.get_header", name)
         return request_headers[header_key(name)]
       end,
+      -- Every header, lower-case names, a list for a name sent more than once; at most
+      -- max_headers (1 to 1000), then "truncated" as a second value.
+      get_headers = function(max_headers)
+        record("request.get_headers", max_headers)
+        assert(type(max_headers) == "number" and max_headers >= 1 and max_headers <= 1000,
+          "max_headers must be a number from 1 to 1000")
+        local out, n = {}, 0
+        for name, value in pairs(request_headers) do
+          n = n + 1
+          if n > max_headers then
+            return out, "truncated"
+          end
+          out[name] = value
+        end
+        return out
+      end,
       -- The path and query string as the client sent them.
       get_path_with_query = function()
         record("request.get_path_with_query")
@@ -116,6 +132,21 @@ local function fake_kong(request)
         set_raw_body = function(body)
           assert(type(body) == "string", "body must be a string")
           record("service.request.set_raw_body", body)
+        end,
+        -- name -> string, or a list of strings for a header sent more than once.
+        set_headers = function(headers)
+          assert(type(headers) == "table", "headers must be a table")
+          for name, value in pairs(headers) do
+            assert(type(name) == "string", "header name must be a string")
+            if type(value) == "table" then
+              for _, item in ipairs(value) do
+                assert(type(item) == "string", "header value must be a string")
+              end
+            else
+              assert(type(value) == "string", "header value must be a string")
+            end
+          end
+          record("service.request.set_headers", headers)
         end,
       },
     },
@@ -319,6 +350,25 @@ describe("kong.plugins.aws-masker.handler", function()
     assert.same({ { "Accept-Encoding" } }, calls_named(k, "service.request.clear_header"))
     assert.same({}, calls_named(k, "response.exit"))
     assert.equal(#IDENTIFIERS, k.ctx.plugin.state.masked)
+  end)
+
+  it("masks request headers with the body and sets them with set_headers", function()
+    local k = new_request(json_request(messages_body("stop i-0a1b2c3d4e5f67890"),
+      { ["X-Debug"] = { "i-0a1b2c3d4e5f67890", "ok" }, ["Anthropic-Version"] = "2023-06-01" }))
+    handler:access(new_conf(counting_store()))
+    assert.equal(1, #calls_named(k, "service.request.set_raw_body"))
+    assert.same({ { { ["x-debug"] = { "AWS_EC2_000001", "ok" } } } },
+      calls_named(k, "service.request.set_headers"))
+  end)
+
+  it("refuses a request whose headers Kong could not read in full", function()
+    local extra = {}
+    for n = 1, 1001 do
+      extra["x-h" .. n] = "v"
+    end
+    local k = new_request(json_request(messages_body("hi"), extra))
+    handler:access(new_conf(counting_store()))
+    assert.matches("headers", assert_error(k, 400, "invalid_request_error"))
   end)
 
   it("forwards a body without identifiers as it came", function()

@@ -193,6 +193,48 @@ describe("aws_masker.pipeline", function()
     assert.matches(" fail_open=1", line, 1, true)
   end)
 
+  it("masks header values with the body in one store call, credentials as sent", function()
+    local store = recording_store()
+    local p = new(store)
+    local st = pipeline.start()
+    local headers = { ["x-api-key"] = "AKIAIOSFODNN7EXAMPLE", authorization = "i-0a1b2c3d",
+      host = "ip-10-0-1-5.ec2.internal", ["anthropic-version"] = "2023-06-01",
+      ["x-trace"] = { "vm i-0a1b2c3d", "plain" }, ["user-agent"] = "cli vpc-a01106c2" }
+    local out = assert(p:mask_body(st, body("stop i-0a1b2c3d"), "k", nil, nil, headers))
+    assert.equal(1, store.calls)
+    assert.is_true(st.body_masked)
+    assert.equal("stop AWS_EC2_000001", cjson.decode(out).messages[1].content)
+    assert.same({ ["x-trace"] = { "vm AWS_EC2_000001", "plain" },
+      ["user-agent"] = "cli AWS_VPC_000002" }, st.headers)
+    assert.equal(3, st.masked)
+    assert.is_true(st.log_apart)
+
+    -- Headers alone: the body is left as it is.
+    st = pipeline.start()
+    assert.equal("", p:mask_body(st, "", "k", nil, nil, { ["x-note"] = "i-0a1b2c3d" }))
+    assert.is_false(st.body_masked)
+    assert.same({ ["x-note"] = "AWS_EC2_000001" }, st.headers)
+  end)
+
+  it("refuses an identifier in a header the API reads, and fails closed for headers", function()
+    local store = recording_store()
+    local st = pipeline.start()
+    local out, failure = new(store):mask_body(st, body("hi"), "k", nil, nil,
+      { ["anthropic-beta"] = "tools-i-0a1b2c3d" })
+    assert.is_nil(out)
+    assert.equal(400, failure.status)
+    assert.matches("'anthropic-beta'", failure.message, 1, true)
+    assert.not_matches("0a1b2c3d", failure.message)
+    assert.equal(0, store.calls)
+
+    st = pipeline.start()
+    out, failure = new(failing_store()):mask_body(st, body("hi"), "k", nil, nil,
+      { ["x-note"] = "i-0a1b2c3d" })
+    assert.is_nil(out)
+    assert.equal(503, failure.status)
+    assert.is_nil(st.headers)
+  end)
+
   it("answers 400 to malformed JSON and 413 to a body over the limit", function()
     local _, failure = new():mask_body(pipeline.start(), '{"a": [1, 2', "k", nil)
     assert.equal(400, failure.status)

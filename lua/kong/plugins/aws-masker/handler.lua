@@ -6,6 +6,7 @@
 -- body_filter phase hands them over; whole bodies go through kong.response.get_raw_body().
 
 local pipeline = require "aws_masker.pipeline"
+local request_headers = require "aws_masker.request_headers"
 local pipelines = require "kong.plugins.aws-masker.pipelines"
 
 local kong = kong
@@ -66,14 +67,22 @@ function AwsMaskerHandler:access(conf)
     return reject(too_large)
   end
 
+  local headers, truncated = kong.request.get_headers(request_headers.MAX_HEADERS)
+  if truncated then
+    local _, too_many = pipeline.reject(st, 400, request_headers.TOO_MANY)
+    return reject(too_many)
+  end
   local scope_header = masker.scope_header
   body, failure = masker:mask_body(st, body, get_header("x-api-key"), get_header("Authorization"),
-    scope_header and get_header(scope_header))
+    scope_header and get_header(scope_header), headers)
   if not body then
     return reject(failure)
   end
-  if st.originals then
+  if st.body_masked then
     kong.service.request.set_raw_body(body)
+  end
+  if st.headers then
+    kong.service.request.set_headers(st.headers)
   end
 end
 
@@ -104,13 +113,22 @@ function AwsMaskerHandler:body_filter()
   end
 end
 
+local function write_apart(_, level, line)
+  kong.log[level](line)
+end
+
 function AwsMaskerHandler:log()
   local st = kong.ctx.plugin.state
   if not st then
     return
   end
   local line, level = pipeline.log_line(st, kong.response.get_status())
-  kong.log[level](line)
+  if st.log_apart then
+    -- nginx ends every line logged during a request with its request line and Referer.
+    ngx.timer.at(0, write_apart, level, line)
+  else
+    kong.log[level](line)
+  end
 end
 
 return AwsMaskerHandler
