@@ -8,6 +8,7 @@
 local cjson = require "cjson.safe"
 local json_string = require "aws_masker.json_string"
 local repeats = require "aws_masker.repeats"
+local thinking = require "aws_masker.thinking"
 
 local re_find = ngx.re.find
 local decode_base64 = ngx.decode_base64
@@ -101,18 +102,19 @@ local function list_number(raw, frame, visit, state, pos)
 end
 
 -- Walks the raw JSON text (already validated, doc = its decoding) and calls
--- visit(state, first, last, escaped, is_key, field, key) for every string that may be
+-- visit(state, first, last, escaped, is_key, field, key, block) for every string that may be
 -- rewritten: first and last are the offsets of its quotes, key the object key naming the value
 -- (for an item of a list, the key of the list) where that name may say what the value is.
 -- structural = true walks a request: values of the structural keys outside content come with
 -- field set to their key (they are checked, never rewritten); base64 data with field "data", or
 -- "text_data" for a text/plain document; every string of a thinking or redacted_thinking block
--- in an assistant turn's content with field "sealed" (the API checks those blocks against their
--- signature, so they are checked, never rewritten; anywhere else such a block would hide text
--- from the scan, so it is content); a key twice in one object is an error (cjson keeps the
--- last, the text walked holds both); and a number under a key, or in a list under a key, comes
--- with field "number" (first and last enclose its text). With structural = false (a response)
--- base64 data and thinking blocks are skipped.
+-- in an assistant turn's content with field "sealed", or "sealed_text" for the fields its
+-- digest covers (aws_masker.thinking), and block, the decoded block (the API checks those
+-- blocks against their signature, so they are checked, never rewritten; anywhere else such a
+-- block would hide text from the scan, so it is content); a key twice in one object is an
+-- error (cjson keeps the last, the text walked holds both); and a number under a key, or in a
+-- list under a key, comes with field "number" (first and last enclose its text). With
+-- structural = false (a response) base64 data and thinking blocks are skipped.
 function _M.walk(raw, doc, structural, visit, state)
   local stack = {}
   local depth = 0
@@ -149,7 +151,8 @@ function _M.walk(raw, doc, structural, visit, state)
         frame.expect_key = false
         local mode = frame.mode
         if mode ~= UNTOUCHED then
-          visit(state, i, j, escaped, true, mode == SEALED and "sealed" or nil)
+          visit(state, i, j, escaped, true, mode == SEALED and "sealed" or nil, nil,
+            frame.block)
           -- A number is never rewritten; its key may still name it (an account ID).
           if structural and frame.node and type(frame.node[key]) == "number"
               and (mode ~= API or not PROSE_KEYS[key]) then
@@ -162,7 +165,10 @@ function _M.walk(raw, doc, structural, visit, state)
         visit(state, i, j, escaped, false)
 
       elseif frame.mode == SEALED then
-        visit(state, i, j, escaped, false, "sealed")
+        local block = frame.block
+        local covered = frame.object and frame.node == block
+          and thinking.covered(block.type, frame.key)
+        visit(state, i, j, escaped, false, covered and "sealed_text" or "sealed", nil, block)
 
       elseif frame.mode ~= UNTOUCHED then
         local key = frame.key
@@ -184,7 +190,7 @@ function _M.walk(raw, doc, structural, visit, state)
       pos = j + 1
 
     elseif c == LBRACE or c == LBRACKET then
-      local node, mode, list_key
+      local node, mode, list_key, block
       if not frame then
         node, mode = doc, API
       else
@@ -205,6 +211,7 @@ function _M.walk(raw, doc, structural, visit, state)
         else
           list_key = frame.list_key
         end
+        block = frame.block
       end
 
       local object = c == LBRACE
@@ -215,7 +222,7 @@ function _M.walk(raw, doc, structural, visit, state)
           if not structural then
             mode = UNTOUCHED
           elseif frame and frame.assistant_content then
-            mode = SEALED
+            mode, block = SEALED, node
           end
         elseif t == "base64" then
           local media = node.media_type
@@ -240,6 +247,7 @@ function _M.walk(raw, doc, structural, visit, state)
       frame.mode = mode
       frame.base64 = base64
       frame.assistant_content = assistant_content
+      frame.block = mode == SEALED and block or nil
       frame.expect_key = object
       frame.key = nil
       frame.list_key = not object and list_key or nil
@@ -348,6 +356,42 @@ local function holds_identifier(matches)
   return false
 end
 
+-- A thinking block holding what cannot be masked passes only when the gateway delivered it to
+-- this scope: its digest is looked up with the store call (plan.digests), or, without the
+-- shape of a block the API delivers, it is refused.
+local function needs_trust(plan, block)
+  local digest = thinking.block_digest(block)
+  if not digest then
+    plan.refused = REFUSED_THINKING
+    return
+  end
+  if not plan.trusted[digest] then
+    plan.trusted[digest] = true
+    plan.digests[#plan.digests + 1] = digest
+  end
+end
+
+-- A string of an assistant thinking block: holding an identifier, it refuses the request,
+-- unless it is one of the fields the block's digest covers (block: the decoded block; false
+-- otherwise) and the block was delivered by the gateway. Kept with its block to be checked
+-- for values found elsewhere once the whole body is known (plan_edits).
+local function check_sealed(plan, text, block)
+  local matches, err = plan.catalog:scan(text)
+  if err then
+    plan.err = err
+    return
+  end
+  if holds_identifier(matches) then
+    if block then
+      return needs_trust(plan, block)
+    end
+    plan.refused = REFUSED_THINKING
+    return
+  end
+  local n = #plan.sealed + 1
+  plan.sealed[n], plan.sealed_blocks[n] = text, block
+end
+
 -- Keeps a string that may be rewritten, with its catalog matches, and its findings. first and
 -- last are its quotes in the body (false for a text outside it, kept in slot), b64: the string
 -- is the decoding of base64 data, encoded again when rewritten.
@@ -420,11 +464,12 @@ local function check_base64(plan, text)
 end
 
 -- field: the string is the value of an API field (a structural key), "data" or "text_data"
--- for base64 data, "sealed" for a string of an assistant thinking block, or "number" for the
--- text of a number; it is never rewritten, so an identifier in it refuses the whole request
--- (text_data is decoded and masked instead). key: the key of a value whose name may say what
+-- for base64 data, "sealed" or "sealed_text" for a string of an assistant thinking block
+-- (block), or "number" for the text of a number; it is never rewritten, so an identifier in
+-- it refuses the whole request (text_data is decoded and masked instead; a thinking block's
+-- covered fields may pass, see check_sealed). key: the key of a value whose name may say what
 -- the value is.
-local function collect(plan, first, last, escaped, _, field, key)
+local function collect(plan, first, last, escaped, _, field, key, block)
   if plan.refused or plan.err then
     return
   end
@@ -458,6 +503,10 @@ local function collect(plan, first, last, escaped, _, field, key)
     return
   end
 
+  if field == "sealed" or field == "sealed_text" then
+    return check_sealed(plan, text, field == "sealed_text" and block)
+  end
+
   -- API field values repeat ("type": "text" a thousand times): each is scanned once.
   local clean = plan.clean
   if field and clean[text] then
@@ -470,14 +519,7 @@ local function collect(plan, first, last, escaped, _, field, key)
       plan.err = err
       return
     end
-    if field == "sealed" then
-      if holds_identifier(matches) then
-        plan.refused = REFUSED_THINKING
-        return
-      end
-      -- Checked again once every value of the body is known (plan_edits).
-      plan.sealed[#plan.sealed + 1] = text
-    elseif matches then
+    if matches then
       plan.refused = "an AWS identifier in the API field '" .. field .. "' cannot be masked; "
         .. "the request was not forwarded"
       return
@@ -493,7 +535,8 @@ end
 -- The edits of a plan: every maskable string with its catalog matches and, once the body held
 -- an identifier, every bounded occurrence of a value found anywhere in it (aws_masker.repeats):
 -- a value found only by its context goes nowhere in clear. Bodies without one skip the pass.
--- A sealed string (thinking) holding such a value refuses the request. Texts outside the body
+-- A sealed string (thinking) holding such a value needs its block's digest known, or refuses
+-- the request. Texts outside the body
 -- get their matches in plan.text_matches.
 local function plan_edits(plan)
   local edits, findings = plan.edits, plan.findings
@@ -501,11 +544,17 @@ local function plan_edits(plan)
     return
   end
   local set = repeats.new(findings)
-  local sealed = plan.sealed
+  local sealed, blocks = plan.sealed, plan.sealed_blocks
   for k = 1, #sealed do
     if holds_identifier(repeats.extend(set, sealed[k], nil)) then
-      plan.refused = REFUSED_THINKING
-      return
+      if not blocks[k] then
+        plan.refused = REFUSED_THINKING
+        return
+      end
+      needs_trust(plan, blocks[k])
+      if plan.refused then
+        return
+      end
     end
   end
   local firsts, lasts, texts, found = plan.firsts, plan.lasts, plan.texts, plan.found
@@ -526,13 +575,15 @@ end
 -- Finds every identifier in a JSON request body (nil for none) and in texts, a list of other
 -- strings of the request to mask with it ({ text =, key = }: header values, key naming the
 -- value as a JSON key would). Returns a plan { edits = {...}, text_matches = { [i] = matches
--- of texts[i] }, findings = { {code, value, name, ...}, ... } } or nil, err and, when the
--- client is at fault (invalid JSON, an identifier where it cannot be masked), true.
--- findings lists each distinct (code, value) once, in order of first appearance.
+-- of texts[i] }, findings = { {code, value, name, ...}, ... }, digests = { hex, ... } } or nil,
+-- err and, when the client is at fault (invalid JSON, an identifier where it cannot be masked),
+-- true. findings lists each distinct (code, value) once, in order of first appearance; digests
+-- the assistant thinking blocks forwarded only if the scope knows them (see needs_trust).
 function _M.scan(raw, catalog, texts)
   local plan = { raw = raw or "", catalog = catalog, edits = {}, findings = {}, index = {},
     clean = {}, strings = 0, firsts = {}, lasts = {}, texts = {}, found = {}, b64 = {},
-    slots = {}, sealed = {}, text_matches = {} }
+    slots = {}, sealed = {}, sealed_blocks = {}, digests = {}, trusted = {},
+    text_matches = {} }
 
   if raw then
     local doc, err = _M.decode(raw)

@@ -25,6 +25,7 @@ local cjson = require "cjson.safe"
 local pipeline = require "aws_masker.pipeline"
 local errors = require "aws_masker.errors"
 local request_headers = require "aws_masker.request_headers"
+local thinking = require "aws_masker.thinking"
 
 local ngx = ngx
 local ngx_var = ngx.var
@@ -51,7 +52,7 @@ local worker_counters = {}
 local COUNTERS = { "requests", "masked_requests", "identifiers_masked", "store_errors",
   "fail_open", "rejected_400", "rejected_413", "rejected_500", "rejected_502", "rejected_503",
   "rejected_504",
-  "tokens_restored", "unknown_tokens", "log_lines_dropped" }
+  "tokens_restored", "unknown_tokens", "log_lines_dropped", "thinking_unrecorded" }
 
 local function count(name, n)
   local dict = shared.aws_masker_stats
@@ -236,12 +237,27 @@ function _M.header_filter()
       ngx.header["Content-Encoding"]) then
     ngx.header["Content-Length"] = nil
   end
+  if st then
+    thinking.response_start(st, ngx.header["Content-Type"], ngx.header["Content-Encoding"])
+  end
+end
+
+-- A thinking block that could not be recorded is refused if the client sends it back with an
+-- identifier in it; the response itself is not affected.
+local function thinking_unrecorded(blocks, err)
+  count("thinking_unrecorded", blocks)
+  ngx_log(LOG_LEVELS.err, "aws_masker event=thinking_record blocks=", blocks,
+    ' error="', err, '"')
 end
 
 function _M.body_filter()
   local st = ngx.ctx.aws_masker
   if st and pipeline.restoring(st) then
     ngx.arg[1] = pipeline.restore_chunk(st, ngx.arg[1], ngx.arg[2])
+  end
+  local digests = st and thinking.response_chunk(st, ngx.arg[1], ngx.arg[2])
+  if digests then
+    thinking.record_later(masker.store, st.scope, digests, thinking_unrecorded)
   end
 end
 

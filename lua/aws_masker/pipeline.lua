@@ -34,6 +34,7 @@ local unmask = require "aws_masker.unmask"
 local sse = require "aws_masker.sse"
 local errors = require "aws_masker.errors"
 local scope_mod = require "aws_masker.scope"
+local thinking = require "aws_masker.thinking"
 
 local ngx_now = ngx.now
 local unescape_uri = ngx.unescape_uri
@@ -90,8 +91,9 @@ function _M.new_store(conf)
   })
 end
 
--- opts: catalog (compiled), store (anything with :assign(scope, findings) returning the tokens
--- in order, or nil, err), scope_secret, scope_by ("credential", "header" or "global"),
+-- opts: catalog (compiled), store (anything with :assign(scope, findings, digests) returning
+-- the tokens in order, nil and the set of known digests (aws_masker.mapping_store), or nil,
+-- err), scope_secret, scope_by ("credential", "header" or "global"),
 -- scope_header (the header naming the scope when scope_by is "header"), max_body_bytes,
 -- fail_mode ("closed" or "open").
 function _M.new(opts)
@@ -260,6 +262,9 @@ function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
     return reject(st, 413, self.too_large)
   end
   st.bytes_in = #body
+  -- Kept for the response too: the thinking blocks it delivers are recorded under it.
+  local scope = self:scope(api_key, authorization, scope_value)
+  st.scope = scope
 
   local texts, err, client_error
   if headers then
@@ -289,15 +294,14 @@ function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
   -- An engine may write header values beside the request's log lines (nginx: Referer).
   st.log_apart = st.log_apart or next(plan.text_matches) ~= nil
 
-  local findings = plan.findings
-  if #findings == 0 then
+  local findings, digests = plan.findings, plan.digests
+  if #findings == 0 and #digests == 0 then
     return body
   end
 
-  local scope = self:scope(api_key, authorization, scope_value)
   local store_start = ngx_now()
-  local tokens
-  tokens, err = self.store:assign(scope, findings)
+  local tokens, known
+  tokens, err, known = self.store:assign(scope, findings, digests)
   st.store_ms = elapsed_ms(store_start)
   if not tokens then
     st.store_error = err
@@ -306,6 +310,12 @@ function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
       return body
     end
     return reject(st, 503, "the mapping store is unavailable; the request was not forwarded")
+  end
+  st.thinking_checked = #digests
+  for i = 1, #digests do
+    if not (known and known[digests[i]]) then
+      return reject(st, 400, thinking.UNKNOWN)
+    end
   end
 
   local masked = json_body.rewrite(plan, tokens)
@@ -434,6 +444,9 @@ function _M.log_line(st, status)
     .. " scan_ms=" .. format("%.2f", st.scan_ms or 0)
     .. " store_ms=" .. format("%.2f", st.store_ms or 0)
     .. " mask_ms=" .. format("%.2f", st.mask_ms or 0)
+    .. (st.thinking_checked and st.thinking_checked > 0
+      and (" thinking_checked=" .. st.thinking_checked) or "")
+    .. (st.thinking and (" thinking_blocks=" .. st.thinking.blocks) or "")
     .. (st.stream and " stream=1" or "")
     .. (st.fail_open and " fail_open=1" or "")
     .. (st.body_file and " body_file=1" or "")

@@ -1,6 +1,7 @@
 local catalog = require "aws_masker.catalog"
 local json_body = require "aws_masker.json_body"
 local json_string = require "aws_masker.json_string"
+local thinking = require "aws_masker.thinking"
 
 -- Tokens as the store would issue them, numbered by first appearance.
 local function fake_tokens(plan)
@@ -234,10 +235,18 @@ describe("json_body repeated originals", function()
       assert.equal("AWS_ACCOUNT_000001", turn[3].thinking) -- assistant thinking passes as sent
       assert.equal("tagged AWS_ACCOUNT_000001", doc.messages[3].content[1].content)
 
-      -- The value found elsewhere, in a thinking block, which is never rewritten: refused.
+      -- The value found elsewhere, in a thinking block, which is never rewritten: the block
+      -- passes only if the gateway delivered it (its digest is looked up), and as it came.
+      local seen = raw:gsub('"thinking":"AWS_ACCOUNT_000001"', '"thinking":"see 493827165012"')
+      local out2, plan2 = mask(seen)
+      assert.same({ thinking.block_digest({ type = "thinking", thinking = "see 493827165012",
+        signature = "s" }) }, plan2.digests)
+      assert.equal("see 493827165012", cjson.decode(out2).messages[2].content[3].thinking)
+      assert.equal(0, #plan.digests)
+
+      -- Elsewhere in the block than its text or signature: refused.
       local refused, err, client_error = json_body.scan(raw:gsub(
-        '"thinking":"AWS_ACCOUNT_000001"',
-        '"thinking":"see 493827165012"'), cat)
+        '"signature":"s"', '"signature":"s","note":"see 493827165012"'), cat)
       assert.is_nil(refused)
       assert.is_true(client_error)
       assert.matches("thinking block", err)
@@ -305,12 +314,37 @@ describe("json_body request gaps", function()
     cat = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
   end)
 
-  it("refuses an assistant thinking block that holds an identifier anywhere in it", function()
+  it("asks for the digest of an assistant thinking block whose text holds an identifier",
+    function()
+      for _, block in ipairs({
+        { type = "thinking", thinking = "host i-0a1b2c3d", signature = "c2ln" },
+        { type = "thinking", thinking = "x", signature = "arn:aws:iam::123456789012:role/A" },
+        { type = "redacted_thinking", data = "EmwKAhg AKIAIOSFODNN7EXAMPLE" },
+      }) do
+        local raw = assistant(cjson.encode(block))
+        local plan = assert(json_body.scan(raw, cat))
+        assert.same({ thinking.block_digest(block) }, plan.digests)
+        assert.equal(0, #plan.findings)
+        assert.equal(raw, json_body.rewrite(plan, {}))
+      end
+      -- Twice the same block: one digest; two blocks: two.
+      local one = '{"type":"thinking","thinking":"10.0.0.0/16","signature":"a"}'
+      local two = '{"type":"thinking","thinking":"10.0.0.0/16","signature":"b"}'
+      assert.equal(1, #assert(json_body.scan(assistant(one .. "," .. one), cat)).digests)
+      assert.equal(2, #assert(json_body.scan(assistant(one .. "," .. two), cat)).digests)
+      -- A block of tokens needs none.
+      assert.same({}, assert(json_body.scan(assistant(
+        '{"type":"thinking","thinking":"AWS_EC2_000001","signature":"s"}'), cat)).digests)
+    end)
+
+  it("refuses an assistant thinking block holding an identifier outside its text", function()
     for _, block in ipairs({
-      '{"type":"thinking","thinking":"host i-0a1b2c3d","signature":"c2ln"}',
-      '{"type":"thinking","thinking":"x","signature":"arn:aws:iam::123456789012:role/A"}',
       '{"type":"thinking","thinking":"x","signature":"s","i-0a1b2c3d":1}',
-      '{"type":"redacted_thinking","data":"EmwKAhg AKIAIOSFODNN7EXAMPLE"}',
+      '{"type":"thinking","thinking":"x","signature":"s","note":["i-0a1b2c3d"]}',
+      '{"type":"redacted_thinking","data":"x","thinking":"i-0a1b2c3d"}',
+      -- Not the shape of a block the API delivers: no digest can vouch for it.
+      '{"type":"thinking","thinking":"host i-0a1b2c3d"}',
+      '{"type":"thinking","thinking":"host i-0a1b2c3d","signature":7}',
     }) do
       refused(assistant(block), "thinking block")
     end

@@ -2,6 +2,7 @@
 -- object standing in for Redis (cosockets do not exist in nginx's init phase, where specs run).
 
 local pipeline = require "aws_masker.pipeline"
+local thinking = require "aws_masker.thinking"
 local cjson = require "cjson"
 
 local SECRET = "0123456789abcdef-pipeline-spec"
@@ -16,6 +17,23 @@ local function recording_store()
       tokens[i] = string.format("AWS_%s_%06d", f.code, i)
     end
     return tokens
+  end
+  return store
+end
+
+-- A store that knows the digests in known[scope] and records every lookup.
+local function thinking_store(known)
+  local store = recording_store()
+  store.lookups = {}
+  local assign = store.assign
+  function store.assign(self, scope, findings, digests)
+    local tokens = assign(self, scope, findings)
+    local found = {}
+    for _, d in ipairs(digests or {}) do
+      self.lookups[#self.lookups + 1] = d
+      found[d] = known[scope] and known[scope][d] or nil
+    end
+    return tokens, nil, found
   end
   return store
 end
@@ -174,6 +192,56 @@ describe("aws_masker.pipeline", function()
     assert.equal(0, store.calls)
     assert.is_nil(st.originals)
   end)
+
+  it("forwards an assistant thinking block holding an identifier only if its scope knows it",
+    function()
+      local block = { type = "thinking", thinking = "use 10.0.0.0/16", signature = "c2ln" }
+      local digest = thinking.block_digest(block)
+      local raw = cjson.encode({ model = "m", messages = {
+        { role = "user", content = "hi i-0a1b2c3d4e5f67890" },
+        { role = "assistant", content = { block, { type = "text", text = "ok" } } },
+        { role = "user", content = "go on" } } })
+      local p = new(thinking_store({}))
+      local scope = p:scope("k", nil)
+
+      local store = thinking_store({ [scope] = { [digest] = true } })
+      local st = pipeline.start()
+      local out = assert(new(store):mask_body(st, raw, "k", nil))
+      assert.equal(1, store.calls)
+      assert.same({ digest }, store.lookups)
+      assert.same(block, cjson.decode(out).messages[2].content[1])
+      assert.equal("hi AWS_EC2_000001", cjson.decode(out).messages[1].content)
+      assert.equal(scope, st.scope)
+
+      -- Another scope, or a block it never delivered: refused, saying how to go on.
+      for _, known in ipairs({ { other = { [digest] = true } }, { [scope] = { x = true } } }) do
+        st = pipeline.start()
+        local refused, failure = new(thinking_store(known)):mask_body(st, raw, "k", nil)
+        assert.is_nil(refused)
+        assert.equal(400, failure.status)
+        assert.equal(thinking.UNKNOWN, failure.message)
+        assert.matches("leave that block out", failure.message, 1, true)
+      end
+
+      -- A store unaware of digests vouches for none.
+      local _, failure = new(recording_store()):mask_body(pipeline.start(), raw, "k", nil)
+      assert.equal(400, failure.status)
+
+      -- Only the block holds an identifier: one store call, for the lookup alone.
+      store = thinking_store({ [scope] = { [digest] = true } })
+      local only, n = raw:gsub("hi i%-0a1b2c3d4e5f67890", "hi")
+      assert.equal(1, n)
+      assert.equal(only, new(store):mask_body(pipeline.start(), only, "k", nil))
+      assert.equal(1, store.calls)
+
+      -- A block without identifier: no lookup at all.
+      store = thinking_store({})
+      local plain
+      plain, n = only:gsub("10%.0%.0%.0\\/16", "a subnet") -- cjson escapes the slash
+      assert.equal(1, n)
+      assert.equal(plain, new(store):mask_body(pipeline.start(), plain, "k", nil))
+      assert.equal(0, store.calls)
+    end)
 
   it("fails closed on a store error, or forwards unmasked when fail_mode is open", function()
     local raw = body("stop i-0a1b2c3d4e5f67890")

@@ -2,12 +2,15 @@
 --
 -- Only PDK calls live here: read the request, forward the masked body or answer with an
 -- Anthropic-shaped error, clear Content-Length of restored responses, pass restored chunks
--- on, write one log line. Streams are restored chunk by chunk through ngx.arg, as the
--- body_filter phase hands them over; whole bodies go through kong.response.get_raw_body().
+-- on, hand what is sent to aws_masker.thinking (its blocks are recorded from a timer, as
+-- response phases cannot reach Redis), write one log line. Streams are restored chunk by
+-- chunk through ngx.arg, as the body_filter phase hands them over; whole bodies go through
+-- kong.response.get_raw_body().
 
 local pipeline = require "aws_masker.pipeline"
 local request_headers = require "aws_masker.request_headers"
 local pipelines = require "kong.plugins.aws-masker.pipelines"
+local thinking = require "aws_masker.thinking"
 
 local kong = kong
 local ngx = ngx
@@ -92,14 +95,13 @@ function AwsMaskerHandler:header_filter()
       kong.response.get_header("Content-Encoding")) then
     kong.response.clear_header("Content-Length")
   end
+  if st then
+    thinking.response_start(st, kong.response.get_header("Content-Type"),
+      kong.response.get_header("Content-Encoding"))
+  end
 end
 
-function AwsMaskerHandler:body_filter()
-  local st = kong.ctx.plugin.state
-  if not st or not pipeline.restoring(st) then
-    return
-  end
-
+local function restore(st)
   if pipeline.streaming(st) then
     local arg = ngx.arg
     arg[1] = pipeline.restore_chunk(st, arg[1], arg[2])
@@ -110,6 +112,26 @@ function AwsMaskerHandler:body_filter()
   local body = kong.response.get_raw_body()
   if body and body ~= "" then
     kong.response.set_raw_body(pipeline.restore_body(st, body))
+  end
+end
+
+local function thinking_unrecorded(blocks, err)
+  kong.log.err("aws_masker event=thinking_record blocks=", blocks, " error=\"", err, "\"")
+end
+
+function AwsMaskerHandler:body_filter(conf)
+  local st = kong.ctx.plugin.state
+  if not st then
+    return
+  end
+  if pipeline.restoring(st) then
+    restore(st)
+  end
+
+  local digests = thinking.response_chunk(st, ngx.arg[1], ngx.arg[2])
+  local masker = digests and pipelines.get(conf)
+  if masker then
+    thinking.record_later(masker.store, st.scope, digests, thinking_unrecorded)
   end
 end
 
