@@ -8,6 +8,8 @@
 --     clear_header / get_status / get_raw_body / set_raw_body / exit, kong.ctx.plugin,
 --     kong.log.<level>); each call is recorded;
 --   * ngx.arg: a plain table standing for the chunk and eof flag of one body_filter call;
+--   * ngx.timer.at, where a spec needs it: the init phase has no timers, so the spec keeps the
+--     timer's function and calls it as nginx would after the phase;
 --   * the mapping store: Redis cannot be reached from nginx's init phase (no cosockets), so a
 --     store object goes in through the pipeline's interface (pipeline.new{ store = ... }).
 
@@ -601,6 +603,54 @@ describe("kong.plugins.aws-masker.handler", function()
     end
     assert.same({}, calls_named(k, "response.get_raw_body")) -- a stream is never buffered
   end)
+
+  it("records the thinking blocks it passes on from a timer, under the request's scope",
+    function()
+      local thinking = require "aws_masker.thinking"
+      local block = { type = "thinking", thinking = "use 10.0.0.0/16", signature = "c2ln" }
+      local upstream = cjson.encode({ type = "message", content = { block,
+        { type = "text", text = "ok" } } })
+      local saved = ngx.timer.at
+      for _, failing in ipairs({ false, true }) do
+        local store = counting_store()
+        local written = {}
+        function store.remember_thinking(_, scope, digests)
+          if failing then
+            return nil, "redis connect: connection refused"
+          end
+          written[#written + 1] = { scope, digests }
+          return true
+        end
+        local conf = new_conf(store)
+        -- Nothing to mask: the response is not restored, its blocks are recorded all the same.
+        local k = new_request(json_request(messages_body("nothing to hide")))
+        handler:access(conf)
+        k.response_state.headers["content-type"] = "application/json"
+        handler:header_filter(conf)
+        local timers = {}
+        ngx.timer.at = function(delay, fn, ...) -- luacheck: ignore 122
+          timers[#timers + 1] = { delay, fn, { ... } }
+          return true
+        end
+        local ok, out = pcall(run_body_filter, handler, conf, split(upstream, 9))
+        ngx.timer.at = saved -- luacheck: ignore 122
+        assert(ok, out)
+        assert.equal(upstream, out)
+        assert.equal(1, #timers)
+        assert.equal(0, timers[1][1])
+        timers[1][2](false, unpack(timers[1][3])) -- the timer runs after the phase
+        local scope = k.ctx.plugin.state.scope
+        assert.is_string(scope)
+        if failing then
+          assert.same({}, written)
+          assert.equal("err", k.log_lines[#k.log_lines].level)
+          assert.matches("event=thinking_record blocks=1 error=\"redis connect",
+            k.log_lines[#k.log_lines].line, 1, true)
+        else
+          assert.same({ { scope, { thinking.block_digest(block) } } }, written)
+        end
+      end
+    end)
 
   it("leaves the response of a rejected request alone", function()
     local conf = new_conf(unreachable_store())
