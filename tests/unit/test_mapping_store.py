@@ -150,15 +150,17 @@ def test_inventory_counts_by_scope_and_code_and_finds_keys_without_ttl(client, s
     client.persist(key(SCOPE_B, "seq", "S3_BUCKET"))
     client.set("aws_masker:stray", "x")
     client.set("unrelated:key", "not ours")
+    client.set(key(SCOPE_A, "th", "0" * 40), "1", ex=TTL)  # a delivered thinking block
 
     inventory = store.inventory()
 
     assert inventory["totals"] == {
-        "keys": 12, "originals": 4, "tokens": 4, "sequences": 3, "keys_without_ttl": 2,
-        "unrecognised": 1, "scopes": 2,
+        "keys": 13, "originals": 4, "tokens": 4, "sequences": 3, "thinking_blocks": 1,
+        "keys_without_ttl": 2, "unrecognised": 1, "scopes": 2,
     }
     assert inventory["scopes"][SCOPE_A] == {
-        "keys": 8, "originals": 3, "tokens": 3, "sequences": 2, "keys_without_ttl": 0,
+        "keys": 9, "originals": 3, "tokens": 3, "sequences": 2, "thinking_blocks": 1,
+        "keys_without_ttl": 0,
     }
     assert inventory["scopes"][SCOPE_B]["keys_without_ttl"] == 1
     assert inventory["token_codes"] == {"EC2": 2, "IAM_ROLE_ARN": 1, "S3_BUCKET": 1}
