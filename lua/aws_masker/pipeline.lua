@@ -236,7 +236,7 @@ end
 function _M:mask_body(st, body, api_key, authorization, scope_value)
   -- Refused whether or not the body holds an identifier: a client that has no scope header
   -- must find out at once, not on its first identifier.
-  if self.scope_header and (not scope_value or scope_value == "") then
+  if self.scope_header and not st.scope and (not scope_value or scope_value == "") then
     return reject(st, 400, self.no_scope)
   end
   if #body > self.max_body_bytes then
@@ -262,7 +262,8 @@ function _M:mask_body(st, body, api_key, authorization, scope_value)
     return body
   end
 
-  local scope = self:scope(api_key, authorization, scope_value)
+  -- st.scope: a scope the adapter chose (the canary's).
+  local scope = st.scope or self:scope(api_key, authorization, scope_value)
   local store_start = ngx_now()
   local tokens
   tokens, err = self.store:assign(scope, findings)
