@@ -14,6 +14,7 @@
 --   max_body_bytes       largest request body masked; larger ones get 413
 --   fail_mode            "closed" (default: nothing unmasked is ever forwarded) or "open"
 --                        (store failures forward the body unmasked, logged as fail_open=1)
+--   canary_secret        optional: secret of the x-aws-masker-canary header (aws_masker.canary)
 --
 -- Phases: access() masks the request body, header_filter() and body_filter() restore the
 -- response, log() writes one key=value line per request; status() serves a JSON health page
@@ -26,6 +27,7 @@ local pipeline = require "aws_masker.pipeline"
 local errors = require "aws_masker.errors"
 local request_headers = require "aws_masker.request_headers"
 local thinking = require "aws_masker.thinking"
+local canary = require "aws_masker.canary"
 
 local ngx = ngx
 local ngx_var = ngx.var
@@ -44,7 +46,7 @@ local LOG_LEVELS = { notice = ngx.NOTICE, warn = ngx.WARN, err = ngx.ERR }
 
 local _M = {}
 
-local config, masker
+local config, masker, canary_gate
 -- The ngx.var name of the scope header ("http_x_team" for X-Team), or nil.
 local scope_var
 local worker_counters = {}
@@ -138,6 +140,7 @@ function _M.init(config_path)
   end
 
   config, masker = c, p
+  canary_gate = canary.new(c.canary_secret, c.scope_secret)
   scope_var = p.scope_header and ("http_" .. gsub(lower(p.scope_header), "-", "_")) or nil
   return true
 end
@@ -193,6 +196,10 @@ function _M.access()
   if not ok then
     return reject(failure)
   end
+  local is_canary, refusal = canary_gate:classify(st, ngx_var.http_x_aws_masker_canary)
+  if is_canary == false then
+    return reject(refusal)
+  end
 
   local body, err = read_request_body(st)
   if not body then
@@ -215,6 +222,11 @@ function _M.access()
   end
   if st.fail_open then
     count("fail_open")
+  end
+  if is_canary then
+    -- Answered here, never proxied: only an over-long canary body comes back.
+    local _, too_large = canary.answer(body)
+    return reject(too_large)
   end
   if st.body_masked then
     req.set_body_data(body)

@@ -255,7 +255,7 @@ end
 function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
   -- Refused whether or not the body holds an identifier: a client that has no scope header
   -- must find out at once, not on its first identifier.
-  if self.scope_header and (not scope_value or scope_value == "") then
+  if self.scope_header and not st.scope and (not scope_value or scope_value == "") then
     return reject(st, 400, self.no_scope)
   end
   if #body > self.max_body_bytes then
@@ -263,7 +263,8 @@ function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
   end
   st.bytes_in = #body
   -- Kept for the response too: the thinking blocks it delivers are recorded under it.
-  local scope = self:scope(api_key, authorization, scope_value)
+  -- st.scope set already: a scope the adapter chose (the canary's).
+  local scope = st.scope or self:scope(api_key, authorization, scope_value)
   st.scope = scope
 
   local texts, err, client_error

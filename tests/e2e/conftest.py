@@ -22,7 +22,7 @@ STUB_URL = "http://127.0.0.1:8099"
 HOST = "gateway-local"
 
 
-def run_playbook(playbook, tmp_dir, extravars=None):
+def run_playbook(playbook, tmp_dir, extravars=None, cmdline=None):
     result = ansible_runner.run(
         private_data_dir=str(tmp_dir),
         project_dir=str(REPO),
@@ -30,6 +30,7 @@ def run_playbook(playbook, tmp_dir, extravars=None):
         inventory=str(REPO / "inventories" / "local"),
         extravars=extravars or {},
         envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+        cmdline=cmdline,
         quiet=True,
     )
     return result
