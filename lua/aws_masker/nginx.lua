@@ -54,7 +54,8 @@ local worker_counters = {}
 local COUNTERS = { "requests", "masked_requests", "identifiers_masked", "store_errors",
   "fail_open", "rejected_400", "rejected_413", "rejected_500", "rejected_502", "rejected_503",
   "rejected_504",
-  "tokens_restored", "unknown_tokens", "log_lines_dropped", "thinking_unrecorded" }
+  "tokens_restored", "unknown_tokens", "log_lines_dropped", "thinking_unrecorded",
+  "responses_decoded", "response_decode_errors" }
 
 local function count(name, n)
   local dict = shared.aws_masker_stats
@@ -184,7 +185,7 @@ function _M.access()
   ngx.ctx.aws_masker = st
   count("requests")
 
-  -- The upstream must answer uncompressed, or its response could not be restored.
+  -- Asks for an uncompressed answer; one compressed anyway is decoded (aws_masker.inflate).
   req.clear_header("Accept-Encoding")
 
   local ok, failure = masker:check_request(st, ngx_var.http_content_encoding,
@@ -245,9 +246,20 @@ end
 
 function _M.header_filter()
   local st = ngx.ctx.aws_masker
-  if st and pipeline.restore_start(st, ngx.header["Content-Type"],
-      ngx.header["Content-Encoding"]) then
-    ngx.header["Content-Length"] = nil
+  if not st then
+    return
+  end
+  local header = ngx.header
+  local restore, failure = pipeline.restore_start(st, header["Content-Type"],
+    header["Content-Encoding"])
+  if failure then
+    count("rejected_" .. failure.status)
+    ngx.status = failure.status
+    header["Content-Type"] = "application/json"
+  end
+  if restore or failure then
+    header["Content-Length"] = nil
+    header["Content-Encoding"] = nil
   end
   if st then
     thinking.response_start(st, ngx.header["Content-Type"], ngx.header["Content-Encoding"])
@@ -265,7 +277,7 @@ end
 function _M.body_filter()
   local st = ngx.ctx.aws_masker
   if st and pipeline.restoring(st) then
-    ngx.arg[1] = pipeline.restore_chunk(st, ngx.arg[1], ngx.arg[2])
+    pipeline.restore_arg(st, ngx.arg)
   end
   local digests = st and thinking.response_chunk(st, ngx.arg[1], ngx.arg[2])
   if digests then
@@ -291,6 +303,9 @@ function _M.log()
   end
   if unknown > 0 then
     count("unknown_tokens", unknown)
+  end
+  if st.response_decoded then
+    count(st.decode_failed and "response_decode_errors" or "responses_decoded")
   end
   local line, level = pipeline.log_line(st, ngx.status)
   if not st.log_apart then

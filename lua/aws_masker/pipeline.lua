@@ -18,8 +18,12 @@
 --   if st.body_masked then <forward body> end      -- masked; otherwise forward the original
 --   for name, value in pairs(st.headers or {}) do <set the header upstream> end
 --   if st.log_apart then <write the log line outside the request> end
---   if pipeline.restore_start(st, content_type, content_encoding) then <drop Content-Length>
---   out = pipeline.restore_chunk(st, chunk, eof)  -- nil while a whole body is being buffered
+--   local restore, failure = pipeline.restore_start(st, content_type, content_encoding)
+--     -- restore: drop Content-Length and Content-Encoding (the body leaves restored, decoded)
+--     -- failure: answer failure.status, application/json, drop both; failure.body follows
+--   out, eof = pipeline.restore_chunk(st, chunk, eof) -- nil while a whole body is buffered;
+--                                                      -- eof: end the body after out
+--   pipeline.restore_arg(st, ngx.arg)             -- the same, in and out through ngx.arg
 --   body = pipeline.restore_body(st, body)        -- for engines that buffer the body themselves
 --   line, level = pipeline.log_line(st, status)
 --
@@ -33,6 +37,7 @@ local mapping_store = require "aws_masker.mapping_store"
 local unmask = require "aws_masker.unmask"
 local sse = require "aws_masker.sse"
 local errors = require "aws_masker.errors"
+local inflate = require "aws_masker.inflate"
 local scope_mod = require "aws_masker.scope"
 local thinking = require "aws_masker.thinking"
 
@@ -335,14 +340,24 @@ function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
   return masked
 end
 
--- Decides from the response headers whether the response is restored, and prepares for it.
--- Returns true when its body will be rewritten (the adapter must drop Content-Length).
-function _M.restore_start(st, content_type, content_encoding)
-  if not st.originals then
-    return false
+-- A Content-Encoding name fit for a message: the header comes from the upstream, not from us.
+local function coding_name(name)
+  if #name > 40 or find(name, "[^%w%-%.,; ]") then
+    return "an unknown"
   end
-  if content_encoding and lower(content_encoding) ~= "identity" then
-    st.response_encoded = true -- tokens stay in the response: it cannot be read
+  return name
+end
+
+-- Decides from the response headers whether the response is restored, and prepares for it.
+-- Returns true when the body will be rewritten: it leaves restored and decoded, so the adapter
+-- drops Content-Length and Content-Encoding. Returns false and a failure when a readable
+-- answer comes in an encoding the gateway cannot decode: its tokens could not be restored, so
+-- the adapter answers failure.status as JSON (both headers dropped) and restore_chunk sends
+-- failure.body in place of the answer. Otherwise false: the answer passes as it came.
+function _M.restore_start(st, content_type, content_encoding)
+  st.restorer, st.stream, st.decoder, st.replacement, st.done = nil, nil, nil, nil, nil
+  st.chunks = nil
+  if not st.originals then
     return false
   end
 
@@ -353,15 +368,42 @@ function _M.restore_start(st, content_type, content_encoding)
     return false
   end
 
+  local coding, unsupported = inflate.coding(content_encoding)
+  if not coding then
+    st.response_encoded = true
+    local _, failure = reject(st, 502, "the upstream answered in " .. coding_name(unsupported)
+      .. " encoding, which the gateway cannot decode; the answer could not be restored")
+    st.replacement = failure.body
+    return false, failure
+  end
+  if coding ~= "identity" then
+    st.decoder = inflate.new(coding)
+    st.response_decoded = coding
+  end
+
   local restorer = unmask.new(st.originals)
   st.restorer = restorer
   st.stream = stream and sse.new(restorer) or nil
   return true
 end
 
--- Restores a whole response body (JSON, or text). On failure the body passes as it came and
--- the error is kept for the log line.
-function _M.restore_body(st, body)
+-- Ends a response whose encoded body turned out corrupt or truncated: the headers are gone, so
+-- the error goes where the body was, in the body's own form (an SSE error event after the
+-- events already sent, or an error document in place of a JSON body).
+local function decode_failed(st, err)
+  st.restore_error = err
+  st.decode_failed = true
+  st.done = true
+  local body = errors.body(502, err .. "; the answer could not be restored")
+  local stream = st.stream
+  if not stream then
+    return body, true
+  end
+  local tail = stream:finish(true) or ""
+  return tail .. "event: error\ndata: " .. body .. "\n\n", true
+end
+
+local function restore_json(st, body)
   local out, err = st.restorer:json_body(body)
   if not out then
     st.restore_error = err
@@ -370,10 +412,47 @@ function _M.restore_body(st, body)
   return out
 end
 
+-- Restores a whole response body (JSON, or text), decoding it first when it is compressed. On
+-- failure to restore, the body passes as it came and the error is kept for the log line; a
+-- body that cannot be decoded is replaced by an error document.
+function _M.restore_body(st, body)
+  if st.replacement then
+    st.done = true
+    return st.replacement
+  end
+  local decoder = st.decoder
+  if decoder then
+    local decoded, err = decoder:feed(body, true)
+    if not decoded then
+      return (decode_failed(st, err))
+    end
+    body = decoded
+  end
+  return restore_json(st, body)
+end
+
 -- Takes the next chunk of the response body (eof: it is the last). Returns what to send now:
 -- for a stream, the events complete so far (possibly ""); for a whole body, nil until the last
--- chunk, then the restored body.
+-- chunk, then the restored body. A compressed body is decoded chunk by chunk first. A second
+-- value true means the body ends here: the adapter sets its end-of-body flag, and any later
+-- chunk returns "" (an error was sent in place of the rest).
 function _M.restore_chunk(st, chunk, eof)
+  if st.done then
+    return ""
+  end
+  if st.replacement then
+    st.done = true
+    return st.replacement, true
+  end
+  local decoder = st.decoder
+  if decoder then
+    local err
+    chunk, err = decoder:feed(chunk, eof)
+    if not chunk then
+      return decode_failed(st, err)
+    end
+  end
+
   local stream = st.stream
   if stream then
     local out, err = stream:feed(chunk)
@@ -407,12 +486,28 @@ function _M.restore_chunk(st, chunk, eof)
   end
   local body = concat(chunks, "", 1, st.nchunks)
   st.chunks = nil
-  return _M.restore_body(st, body)
+  return restore_json(st, body)
 end
 
--- Whether the response is restored at all (restore_start said yes).
+-- restore_chunk for the body filter of nginx and Kong: takes the chunk and the end-of-body flag
+-- from arg (ngx.arg), puts back what to send and, when the body ends early, the flag.
+function _M.restore_arg(st, arg)
+  local out, eof = _M.restore_chunk(st, arg[1], arg[2])
+  arg[1] = out
+  if eof then
+    arg[2] = true
+  end
+end
+
+-- Whether the body filter has work: the response is restored (restore_start said yes) or
+-- replaced by restore_start's failure.
 function _M.restoring(st)
-  return st.restorer ~= nil
+  return st.restorer ~= nil or st.replacement ~= nil
+end
+
+-- Whether the response is replaced by an error (sent through restore_chunk, never buffered).
+function _M.replacing(st)
+  return st.replacement ~= nil
 end
 
 -- Whether the response is an event stream (restored chunk by chunk, never buffered whole).
@@ -429,12 +524,13 @@ function _M.restore_counts(st)
   return restorer.restored, restorer.unknown
 end
 
--- The request's key=value log line and its level: "err" when masking or restoring failed,
+-- The request's key=value log line and its level: "err" when masking, decoding or restoring
+-- failed,
 -- "warn" when that failure was let through by fail_mode "open", else "notice".
 function _M.log_line(st, status)
   local restored, unknown = _M.restore_counts(st)
   local level = "notice"
-  if st.store_error or st.restore_error then
+  if st.store_error or st.restore_error or st.response_encoded then
     level = st.fail_open and "warn" or "err"
   end
   -- One concatenation: a single string is built, no table per request.
@@ -452,6 +548,7 @@ function _M.log_line(st, status)
     .. (st.fail_open and " fail_open=1" or "")
     .. (st.body_file and " body_file=1" or "")
     .. (st.response_encoded and " response_encoded=1" or "")
+    .. (st.response_decoded and (" decoded=" .. st.response_decoded) or "")
     .. (st.error and (' error="' .. st.error .. '"') or "")
     .. (st.store_error and (' store_error="' .. st.store_error .. '"') or "")
     .. (st.restore_error and (' restore_error="' .. st.restore_error .. '"') or ""), level

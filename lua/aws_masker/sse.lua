@@ -293,8 +293,13 @@ function _M:feed(chunk)
 end
 
 -- Ends the stream: returns the unterminated last event, if any, and every held carry.
-function _M:finish()
+-- discard_partial: the stream broke off (its source is corrupt), so the unterminated event is
+-- dropped rather than passed on as if it were whole.
+function _M:finish(discard_partial)
   local out = ""
+  if discard_partial then
+    self.pending, self.search_from = "", 1
+  end
   if self.pending ~= "" then
     local err
     out, err = process_event(self, self.pending)

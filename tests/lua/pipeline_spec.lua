@@ -322,8 +322,9 @@ describe("aws_masker.pipeline", function()
     assert.is_true(decision(true, "text/plain"))
     assert.is_false(decision(true, "application/octet-stream"))
     local rewrite, st = decision(true, "application/json", "gzip")
-    assert.is_false(rewrite)
-    assert.is_true(st.response_encoded)
+    assert.is_true(rewrite)
+    assert.equal("gzip", st.response_decoded)
+    assert.is_false(decision(true, "application/octet-stream", "br"))
     rewrite, st = decision(true, "text/event-stream")
     assert.is_true(rewrite)
     assert.is_true(pipeline.streaming(st))
@@ -343,5 +344,119 @@ describe("aws_masker.pipeline", function()
     assert.equal("notice", level)
     assert.matches("restored=1 unknown_tokens=1", line, 1, true)
     assert.is_nil(line:find("i-0a1b2c3d", 1, true))
+  end)
+
+  describe("with a compressed answer", function()
+    local zlib = require "zlib"
+    local ORIGINALS = { AWS_EC2_000001 = "i-0a1b2c3d", AWS_VPC_000001 = "vpc-a01106c2" }
+    local JSON = '{"content":[{"type":"text","text":"AWS_EC2_000001 in AWS_VPC_000001"}]}'
+    local RESTORED = '{"content":[{"type":"text","text":"i-0a1b2c3d in vpc-a01106c2"}]}'
+    local SSE = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+      .. '"delta":{"type":"text_delta","text":"AWS_EC2_0"}}\n\n'
+      .. 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+      .. '"delta":{"type":"text_delta","text":"00001 ok"}}\n\n'
+      .. 'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+
+    local function compress(data, window)
+      return (zlib.deflate(6, window)(data, "finish"))
+    end
+
+    local function started(ctype, encoding)
+      local st = pipeline.start()
+      st.originals = ORIGINALS
+      return st, pipeline.restore_start(st, ctype, encoding)
+    end
+
+    -- Feeds data cut in size-byte chunks; returns what was sent, and whether the body was
+    -- ended early.
+    local function feed(st, data, size)
+      local out, ended = {}, false
+      for i = 1, #data, size do
+        local sent, eof = pipeline.restore_chunk(st, data:sub(i, i + size - 1), i + size > #data)
+        out[#out + 1] = sent
+        ended = ended or eof == true
+      end
+      return table.concat(out), ended
+    end
+
+    it("decodes gzip and deflate JSON chunk by chunk and restores it", function()
+      for _, case in ipairs({ { "gzip", 31 }, { "x-gzip", 31 }, { "deflate", 15 },
+          { "deflate", -15 } }) do
+        local data = compress(JSON, case[2])
+        for _, size in ipairs({ 1, 5, #data }) do
+          local st, restore = started("application/json", case[1])
+          assert.is_true(restore)
+          assert.equal(RESTORED, (feed(st, data, size)))
+          assert.matches(" decoded=" .. (case[1] == "x-gzip" and "gzip" or case[1]),
+            (pipeline.log_line(st, 200)), 1, true)
+        end
+      end
+    end)
+
+    it("decodes a gzip event stream and restores a token split across its events", function()
+      local data = compress(SSE, 31)
+      for size = 1, #data, 3 do
+        local st = started("text/event-stream", "gzip")
+        local out, ended = feed(st, data, size)
+        assert.is_false(ended)
+        assert.is_nil(out:find("AWS_", 1, true))
+        assert.matches('"text":"i-0a1b2c3d ok"', out, 1, true)
+      end
+    end)
+
+    it("replaces an answer in an encoding it cannot decode by a 502", function()
+      for _, encoding in ipairs({ "br", "zstd", "gzip, br", 'x"' .. string.rep("y", 60) }) do
+        local st, restore, failure = started("application/json", encoding)
+        assert.is_false(restore)
+        assert.equal(502, failure.status)
+        assert.equal("api_error", failure.type)
+        assert.matches("encoding, which the gateway cannot decode", failure.message, 1, true)
+        assert.is_true(pipeline.restoring(st) and pipeline.replacing(st))
+        assert.same({ failure.body, true }, { pipeline.restore_chunk(st, "\1\2\3", false) })
+        assert.same({ "" }, { pipeline.restore_chunk(st, "\4", true) })
+        local line, level = pipeline.log_line(st, 502)
+        assert.equal("err", level)
+        assert.matches("status=502 ", line, 1, true)
+      end
+      local _, _, failure = started("text/event-stream", "br")
+      assert.matches("answered in br encoding", failure.message, 1, true)
+      _, _, failure = started("text/plain", 'x"' .. string.rep("y", 60))
+      assert.matches("answered in an unknown encoding", failure.message, 1, true)
+    end)
+
+    it("ends a corrupt JSON answer with an error document in place of the body", function()
+      local data = compress(JSON, 31)
+      local corrupt = data:sub(1, 12) .. "\255\255\255\255" .. data:sub(17)
+      for _, bad in ipairs({ corrupt, data:sub(1, #data - 3) }) do
+        local st = started("application/json", "gzip")
+        local out = feed(st, bad, 4)
+        local doc = cjson.decode(out)
+        assert.equal("error", doc.type)
+        assert.equal("api_error", doc.error.type)
+        assert.matches("gzip data", doc.error.message, 1, true)
+        assert.matches("the answer could not be restored$", doc.error.message)
+        local line, level = pipeline.log_line(st, 200)
+        assert.equal("err", level)
+        assert.matches("restore_error=", line, 1, true)
+      end
+    end)
+
+    it("ends a stream that breaks off with an SSE error event after what was sent", function()
+      local data = compress(SSE, 31)
+      local st = started("text/event-stream", "gzip")
+      local out, ended = feed(st, data:sub(1, #data - 6), 7)
+      assert.is_true(ended)
+      local events = {}
+      for ev in out:gmatch("(.-\n\n)") do
+        events[#events + 1] = ev
+      end
+      assert.equal(table.concat(events), out) -- every event whole, nothing half-sent
+      local last = events[#events]
+      assert.matches("^event: error\ndata: ", last)
+      local doc = cjson.decode(last:match("data: ([^\n]+)"))
+      assert.same({ "error", "api_error" }, { doc.type, doc.error.type })
+      assert.matches("(truncated)", doc.error.message, 1, true)
+      assert.matches('"text":"i-0a1b2c3d ok"', out, 1, true) -- the events before it, restored
+    end)
   end)
 end)

@@ -1,11 +1,12 @@
 -- The Kong adapter: the masking pipeline (aws_masker.pipeline) wired to Kong's plugin phases.
 --
 -- Only PDK calls live here: read the request, forward the masked body or answer with an
--- Anthropic-shaped error, clear Content-Length of restored responses, pass restored chunks
--- on, hand what is sent to aws_masker.thinking (its blocks are recorded from a timer, as
--- response phases cannot reach Redis), write one log line. Streams are restored chunk by
--- chunk through ngx.arg, as the body_filter phase hands them over; whole bodies go through
--- kong.response.get_raw_body().
+-- Anthropic-shaped error, clear Content-Length and Content-Encoding of restored responses
+-- (a compressed answer is decoded by the pipeline), pass restored chunks on, hand what is sent
+-- to aws_masker.thinking (its blocks are recorded from a timer, as response phases cannot reach
+-- Redis), write one log line. Streams, and the error that replaces an answer in an encoding the
+-- pipeline cannot decode, go chunk by chunk through ngx.arg, as the body_filter phase hands
+-- them over; whole bodies go through kong.response.get_raw_body().
 
 local pipeline = require "aws_masker.pipeline"
 local request_headers = require "aws_masker.request_headers"
@@ -46,7 +47,7 @@ function AwsMaskerHandler:access(conf)
     return reject(failure)
   end
 
-  -- The upstream must answer uncompressed, or its response could not be restored.
+  -- Asks for an uncompressed answer; one compressed anyway is decoded by the pipeline.
   kong.service.request.clear_header("Accept-Encoding")
 
   local get_header = kong.request.get_header
@@ -91,20 +92,27 @@ end
 
 function AwsMaskerHandler:header_filter()
   local st = kong.ctx.plugin.state
-  if st and pipeline.restore_start(st, kong.response.get_header("Content-Type"),
-      kong.response.get_header("Content-Encoding")) then
-    kong.response.clear_header("Content-Length")
+  if not st then
+    return
   end
-  if st then
-    thinking.response_start(st, kong.response.get_header("Content-Type"),
-      kong.response.get_header("Content-Encoding"))
+  local response = kong.response
+  local restore, failure = pipeline.restore_start(st, response.get_header("Content-Type"),
+    response.get_header("Content-Encoding"))
+  if failure then
+    response.set_status(failure.status)
+    response.set_header("Content-Type", "application/json")
   end
+  if restore or failure then
+    response.clear_header("Content-Length")
+    response.clear_header("Content-Encoding")
+  end
+  thinking.response_start(st, response.get_header("Content-Type"),
+    response.get_header("Content-Encoding"))
 end
 
 local function restore(st)
-  if pipeline.streaming(st) then
-    local arg = ngx.arg
-    arg[1] = pipeline.restore_chunk(st, arg[1], arg[2])
+  if pipeline.streaming(st) or pipeline.replacing(st) then
+    pipeline.restore_arg(st, ngx.arg)
     return
   end
 
