@@ -6,6 +6,7 @@ records a digest of every thinking block it delivers and forwards such a block, 
 only to the scope it delivered it to. Each test runs its private redis, nginx and upstream.
 """
 
+import gzip
 import json
 import subprocess
 import time
@@ -48,14 +49,18 @@ def recorded(gw, api_key=API_KEY, count=1, timeout=5.0):
         time.sleep(0.05)
 
 
-def json_reply(gw, blocks):
+def json_reply(gw, blocks, gzipped=False):
     data = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
                        "content": blocks, "stop_reason": "tool_use"}).encode()
-    gw["upstream"].reply = (200, {"Content-Type": "application/json",
-                                  "Content-Length": str(len(data))}, [data])
+    headers = {"Content-Type": "application/json"}
+    if gzipped:
+        data = gzip.compress(data)
+        headers["Content-Encoding"] = "gzip"
+    headers["Content-Length"] = str(len(data))
+    gw["upstream"].reply = (200, headers, [data])
 
 
-def sse_reply(gw, thought, signature):
+def sse_reply(gw, thought, signature, gzipped=False):
     events = [("content_block_start", {"type": "content_block_start", "index": 0,
                                        "content_block": {"type": "thinking", "thinking": ""}})]
     events += [adv.delta(0, "thinking_delta", "thinking", thought[i:i + 37])
@@ -68,8 +73,11 @@ def sse_reply(gw, thought, signature):
                ("content_block_stop", {"type": "content_block_stop", "index": 1}),
                ("message_stop", {"type": "message_stop"})]
     data = adv.sse(*events).encode()
-    gw["upstream"].reply = (200, {"Content-Type": "text/event-stream"},
-                            [data[i:i + 11] for i in range(0, len(data), 11)])
+    headers = {"Content-Type": "text/event-stream"}
+    if gzipped:
+        data = gzip.compress(data)
+        headers["Content-Encoding"] = "gzip"
+    gw["upstream"].reply = (200, headers, [data[i:i + 11] for i in range(0, len(data), 11)])
 
 
 def blocks_of_stream(body):
@@ -89,13 +97,14 @@ def blocks_of_stream(body):
     return [blocks[i] for i in sorted(blocks)]
 
 
-def first_turn(gw, streamed, thought=THOUGHT, signature=SIGNATURE, api_key=API_KEY):
+def first_turn(gw, streamed, thought=THOUGHT, signature=SIGNATURE, api_key=API_KEY,
+               gzipped=False):
     """A first turn whose answer holds a thinking block; returns the blocks the client got."""
     if streamed:
-        sse_reply(gw, thought, signature)
+        sse_reply(gw, thought, signature, gzipped)
     else:
         json_reply(gw, [{"type": "thinking", "thinking": thought, "signature": signature},
-                        {"type": "text", "text": "Checking AWS_EC2_000001 now."}])
+                        {"type": "text", "text": "Checking AWS_EC2_000001 now."}], gzipped)
     status, _, body = post(gw, base.message("stop " + INSTANCE, stream=streamed),
                            headers={"x-api-key": api_key})
     assert status == 200, body
@@ -129,9 +138,11 @@ def assert_refused_as_unknown(gw, turn):
     assert len(gw["received"]) == received
 
 
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
-def test_thinking_block_the_gateway_delivered_is_forwarded_byte_for_byte(gw, streamed):
-    block = first_turn(gw, streamed)[0]
+def test_thinking_block_the_gateway_delivered_is_forwarded_byte_for_byte(gw, streamed, gzipped):
+    # An answer compressed in spite of the cleared Accept-Encoding is recorded as it was decoded.
+    block = first_turn(gw, streamed, gzipped=gzipped)[0]
     assert len(recorded(gw)) == 1
     turn = next_turn(block)
     status, _, reply = send(gw, turn)
