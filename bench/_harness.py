@@ -301,3 +301,123 @@ def conversation(size, identifiers, first=1, seed=7):
         messages.append({"role": "user", "content": "Go on."})
     return json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 1024,
                        "messages": messages}).encode()
+
+
+# ------------------------------------------------------------------ a fast canned upstream
+
+UPSTREAM_CONF = """
+{user}
+worker_processes 1;
+pid {tmp}/upstream.pid;
+error_log {tmp}/upstream-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+{temp_paths}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    client_max_body_size 8m;
+    client_body_buffer_size 8m;
+    location /v1/ {{
+      error_page 418 = @stream;
+      if ($http_x_bench_stream) {{ return 418; }}
+      default_type application/json;
+      return 200 '{json_answer}';
+    }}
+    location @stream {{
+      default_type text/event-stream;
+      return 200 '{sse_answer}';
+    }}
+  }}
+}}
+"""
+
+ANSWER_TEXT = ("Instance AWS_EC2_000001 in AWS_VPC_000001 is healthy; the security group allows "
+               "the health checks and the load balancer reports every target as in service.")
+
+
+def canned_json():
+    """A Messages API answer naming two tokens (what the gateway restores)."""
+    return json.dumps({
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": ANSWER_TEXT}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 100, "output_tokens": 40}})
+
+
+def canned_sse():
+    """The same answer as an event stream, its text in deltas of about 16 bytes."""
+    def event(name, data):
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+    events = [event("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "content": []}}),
+        event("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})]
+    for i in range(0, len(ANSWER_TEXT), 16):
+        events.append(event("content_block_delta", {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": ANSWER_TEXT[i:i + 16]}}))
+    events.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(event("message_stop", {"type": "message_stop"}))
+    return "".join(events)
+
+
+@contextlib.contextmanager
+def canned_upstream(tmp_path):
+    """An nginx (one worker, no Lua) answering every POST under /v1/ with canned_json(), or
+    with canned_sse() when the request carries X-Bench-Stream: 1. Yields its port."""
+    port = free_port()
+    conf = UPSTREAM_CONF.format(user=user_line(), tmp=tmp_path, port=port,
+                                temp_paths=temp_paths(tmp_path),
+                                json_answer=canned_json(), sse_answer=canned_sse())
+    proc = start_nginx(tmp_path, conf, port, "upstream nginx", conf_name="upstream.conf")
+    try:
+        yield port
+    finally:
+        stop(proc)
+
+
+# ------------------------------------------------------------------ command line and output
+
+def arguments(description):
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds: small counts, for smoke tests (figures are rough)")
+    parser.add_argument("--results", default=str(REPO / "bench" / "results"),
+                        help="directory for the raw results (JSON); default bench/results")
+    return parser
+
+
+def write_results(directory, name, data):
+    """Writes data as JSON to <directory>/<name>-<UTC time>.json and returns the path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = directory / f"{name}-{stamp}.json"
+    path.write_text(json.dumps({"benchmark": name, "measured_utc": stamp, "machine": machine(),
+                                **data}, indent=2) + "\n")
+    return path
+
+
+def machine():
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "cpu": cpu, "load_average_at_end": [round(x, 2) for x in load],
+            "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True,
+                                    check=False).stderr.strip()}
+
+
+def print_table(title, headers, rows):
+    """Prints rows (lists of str) under headers as a Markdown table, after a title line."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    print(f"\n{title}\n")
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
