@@ -107,6 +107,22 @@ def catalog_json(tmp):
     return path
 
 
+def run_lua_in_init(tmp, script, timeout=300):
+    """Runs a Lua file in the init phase of a one-process nginx with the gateway's modules on
+    its path (ngx.re, cjson, aws_masker.*), then nginx stops. Returns the CompletedProcess."""
+    tmp = Path(tmp)
+    (tmp / "logs").mkdir(exist_ok=True)
+    conf = tmp / "init-nginx.conf"
+    conf.write_text(
+        f"load_module {MODULES}/ndk_http_module.so;\n"
+        f"load_module {MODULES}/ngx_http_lua_module.so;\n"
+        f"pid {tmp}/init-nginx.pid;\nerror_log stderr notice;\nevents {{}}\n"
+        f'http {{ lua_package_path "{REPO}/lua/?.lua;;"; init_by_lua_file {script}; }}\n')
+    return subprocess.run(["nginx", "-p", str(tmp), "-c", str(conf), "-g",
+                           "daemon off; master_process off;"],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
 GATEWAY_CONF = """
 {user}
 load_module {modules}/ndk_http_module.so;

@@ -19,7 +19,6 @@ until it has run for at least --seconds (warm-up run first, not counted).
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -139,17 +138,7 @@ def lua_runs(tmp, inputs, seconds):
                                 "output": str(output), "inputs": inputs}))
     script = tmp / "bench.lua"
     script.write_text(f"local PLAN = {json.dumps(str(plan))}\n" + LUA)
-    (tmp / "logs").mkdir(exist_ok=True)
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        f"load_module {_harness.MODULES}/ndk_http_module.so;\n"
-        f"load_module {_harness.MODULES}/ngx_http_lua_module.so;\n"
-        f"pid {tmp}/nginx.pid;\nerror_log stderr notice;\nevents {{}}\n"
-        f'http {{ lua_package_path "{_harness.REPO}/lua/?.lua;;"; '
-        f"init_by_lua_file {script}; }}\n")
-    run = subprocess.run(["nginx", "-p", str(tmp), "-c", str(conf), "-g",
-                          "daemon off; master_process off;"],
-                         capture_output=True, text=True, timeout=900, check=False)
+    run = _harness.run_lua_in_init(tmp, script, timeout=900)
     if run.returncode != 0 or not output.exists():
         raise SystemExit("the Lua benchmark failed:\n" + run.stderr[-3000:])
     return {r["name"]: r for r in json.loads(output.read_text())}
