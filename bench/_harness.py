@@ -205,10 +205,11 @@ PLAIN_LOCATION = """
 @contextlib.contextmanager
 def running_gateway(tmp_path, upstream_port, max_body=64 * 1024, body_buffer=None,
                     workers=2, keepalive=4, log_level="notice", extra_locations="",
-                    **overrides):
+                    redis_settings=None, **overrides):
     """A private redis-server and the gateway's nginx in front of 127.0.0.1:upstream_port.
 
-    overrides replace keys of the gateway's JSON configuration. Yields a dict: url, port,
+    overrides replace keys of the gateway's JSON configuration, redis_settings keys of its
+    redis table. Yields a dict: url, port,
     nginx (the master's Popen), redis (Popen), redis_port, log (the error log's path).
     Raises RuntimeError when nginx does not start (a bad configuration stops it)."""
     tmp_path = Path(tmp_path)
@@ -220,7 +221,8 @@ def running_gateway(tmp_path, upstream_port, max_body=64 * 1024, body_buffer=Non
             "catalog_path": str(catalog_json(tmp_path)),
             "redis": {"host": "127.0.0.1", "port": redis_port, "password": REDIS_PASSWORD,
                       "database": 0, "connect_timeout_ms": 500, "send_timeout_ms": 500,
-                      "read_timeout_ms": 1000, "pool_size": 8, "keepalive_ms": 10000},
+                      "read_timeout_ms": 1000, "pool_size": 8, "keepalive_ms": 10000,
+                      **(redis_settings or {})},
             "mapping_ttl_seconds": 3600,
             "scope_secret": SCOPE_SECRET,
             "max_body_bytes": max_body,
