@@ -9,8 +9,10 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import socket
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -242,6 +244,24 @@ def running_gateway(tmp_path, upstream_port, max_body=64 * 1024, body_buffer=Non
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+LOG_RE = re.compile(r"aws_masker status=(\d+) .*?scan_ms=([\d.]+) store_ms=([\d.]+) "
+                    r"mask_ms=([\d.]+)")
+
+
+def log_figures(log, offset):
+    """Averages of scan_ms, store_ms and mask_ms (the gateway's log line: from the start of
+    the access phase to the end of the scan, the store call alone, and to the masked body)
+    over the gateway's log lines after byte offset of its error log."""
+    with open(log, "rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8", "replace")
+    rows = [tuple(float(x) for x in m.groups()[1:]) for m in LOG_RE.finditer(text)]
+    if not rows:
+        return {}
+    return {name: round(statistics.fmean(r[i] for r in rows), 3)
+            for i, name in enumerate(("scan_ms", "store_ms", "mask_ms"))} | {"lines": len(rows)}
 
 
 def worker_pids(master_pid):

@@ -21,7 +21,6 @@ The gateway's own log line gives scan_ms, store_ms and mask_ms per request (aver
 
 import collections
 import http.client
-import re
 import statistics
 import tempfile
 import threading
@@ -41,10 +40,6 @@ CASES = [  # name, size, identifiers, fresh identifiers in every request
     ("50KB/100 ids seen", 50 * 1024, 100, False),
     ("1MB/300 ids new", 1024 * 1024, 300, True),
 ]
-
-LOG_RE = re.compile(r"aws_masker status=(\d+) .*?scan_ms=([\d.]+) store_ms=([\d.]+) "
-                    r"mask_ms=([\d.]+)")
-
 
 def headers(stream):
     h = {"Content-Type": "application/json", "x-api-key": _harness.API_KEY,
@@ -130,18 +125,6 @@ class RedisWatch:
         self.thread.join(10)
 
 
-def log_figures(log, offset):
-    """Averages of scan_ms, store_ms and mask_ms over the gateway's log lines after offset."""
-    with open(log, "rb") as handle:
-        handle.seek(offset)
-        text = handle.read().decode("utf-8", "replace")
-    rows = [tuple(float(x) for x in m.groups()[1:]) for m in LOG_RE.finditer(text)]
-    if not rows:
-        return {}
-    return {name: round(statistics.fmean(r[i] for r in rows), 3)
-            for i, name in enumerate(("scan_ms", "store_ms", "mask_ms"))} | {"lines": len(rows)}
-
-
 def run_case(gw, case, stream, count, counted, first, warm_up=3):
     name, size, identifiers, fresh = case
     work = bodies(size, identifiers, fresh, count, first)
@@ -158,7 +141,7 @@ def run_case(gw, case, stream, count, counted, first, warm_up=3):
             for path, times in (order if i % 2 == 0 else order[::-1]):
                 times.append(client.send(path, body, stream))
         time.sleep(0.2)
-        phases = log_figures(gw["log"], log_offset)
+        phases = _harness.log_figures(gw["log"], log_offset)
 
         extra = bodies(size, identifiers, fresh, counted, first + count * identifiers)
         with RedisWatch(gw["redis_port"]) as watch:
