@@ -415,6 +415,18 @@ def canned_upstream(tmp_path):
         stop(proc)
 
 
+@contextlib.contextmanager
+def bench_stack(tmp, max_body=2 * 1024 * 1024):
+    """The benchmarks' processes: canned_upstream, and the gateway (2 workers, the role's
+    upstream keepalive and Redis pool) with PLAIN_LOCATION beside it. Yields running_gateway's
+    dict."""
+    with canned_upstream(Path(tmp)) as upstream_port, running_gateway(
+            tmp, upstream_port, max_body=max_body, workers=2, keepalive=32,
+            extra_locations=PLAIN_LOCATION,
+            redis_settings={"pool_size": 32, "keepalive_ms": 60000}) as gw:
+        yield gw
+
+
 # ------------------------------------------------------------------ command line and output
 
 def arguments(description):

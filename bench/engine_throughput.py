@@ -5,7 +5,8 @@ Both engines run the same work on the same bytes in one run:
   mask   scan, one token per distinct original from an in-memory table, and the text rebuilt
          (the Python twin's mask_text; the same steps written in Lua below);
   json   Lua only: the gateway's request path without Redis (json_body.scan, then rewrite with
-         made-up tokens), on the conversation, which is a Messages API body.
+         made-up tokens), on the conversation, which is a Messages API body; and the JSON
+         validation it starts with alone (json_body.decode, lua-cjson), to show its share.
 Inputs: every data file of the corpus (real/ and negative/, not the .expect.json files) as one
 pass, and a synthetic conversation of about 1 MB (many turns, 300 distinct identifiers; 128 KB
 and 40 with --quick).
@@ -109,6 +110,7 @@ for _, input in ipairs(plan.inputs) do
   local r = { name = input.name, scan = timed(scan, texts), mask = timed(mask, texts) }
   if input.json then
     r.json = timed(json_path, texts)
+    r.json_decode = timed(json_body.decode, texts)
   end
   local found = 0
   for i = 1, #texts do found = found + #(scan(texts[i]) or {}) end
@@ -199,8 +201,12 @@ def main():
             if "json" in lua[spec["name"]]:
                 rate = mb_per_s(lua[spec["name"]]["json"], size)
                 entry["json_mb_s"] = {"lua": round(rate, 2)}
+                decode = mb_per_s(lua[spec["name"]]["json_decode"], size)
+                entry["json_decode_mb_s"] = {"lua": round(decode, 2)}
                 rows.append([spec["name"], f"{size / 1e6:.2f}", entry["found_lua"], "-",
                              "json (gateway path, no store)", f"{rate:.1f}", "-", "-"])
+                rows.append([spec["name"], f"{size / 1e6:.2f}", "-", "-",
+                             "json decode only (cjson, part of json)", f"{decode:.1f}", "-", "-"])
             results.append(entry)
 
     _harness.print_table(

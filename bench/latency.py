@@ -30,7 +30,6 @@ from pathlib import Path
 import _harness
 import redis
 
-MAX_BODY = 2 * 1024 * 1024
 TARGET_ADDED_P50_MS = 2.0
 TARGET_ROUND_TRIPS = 2
 
@@ -178,11 +177,7 @@ def main():
     cases = CASES[:2] if args.quick else CASES
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, \
-            _harness.canned_upstream(Path(tmp)) as upstream_port, \
-            _harness.running_gateway(
-                tmp, upstream_port, max_body=MAX_BODY, workers=2, keepalive=32,
-                extra_locations=_harness.PLAIN_LOCATION,
-                redis_settings={"pool_size": 32, "keepalive_ms": 60000}) as gw:
+            _harness.bench_stack(tmp) as gw:
         first = 1
         for case in cases:
             n = count or (100 if case[1] > 100 * 1024 else 400)

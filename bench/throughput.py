@@ -28,7 +28,6 @@ from pathlib import Path
 import _harness
 import redis
 
-MAX_BODY = 2 * 1024 * 1024
 CONCURRENCY = (1, 16, 64)
 TARGET_RATIO = 0.5
 
@@ -55,7 +54,7 @@ wrk.headers["x-api-key"] = API_KEY
 wrk.headers["anthropic-version"] = "2023-06-01"
 """ + WRK_DONE
 
-# Soak: every request names 5 new identifiers (numbered per thread).
+# Soak: every request names 5 new identifiers, numbered by run (RUN), thread and request.
 WRK_SOAK = r"""
 local threads, counter, id = {}, 0, 0
 function setup(thread)
@@ -67,7 +66,7 @@ local headers = { ["Content-Type"] = "application/json", ["x-api-key"] = API_KEY
 local FILLER = string.rep("The deployment finished and the health checks pass again. ", 28)
 function request()
   counter = counter + 1
-  local n = id * 100000000 + counter
+  local n = (RUN * 4 + id) * 10000000 + counter
   local text = string.format("%s Stop i-%017x in vpc-%08x, subnet-%017x, sg-%017x, ip 10.%d.%d.%d",
     FILLER, n, n, n, n, n % 200 + 1, math.floor(n / 256) % 256, n % 256)
   return wrk.format("POST", PATH, headers, '{"model":"claude-sonnet-4-5","max_tokens":64,'
@@ -116,9 +115,11 @@ def worker_rss(gw):
 def soak(tmp, gw, requests, connections=16):
     """wrk runs for a fixed time, not a fixed count: the soak runs in steps sized from the
     warm-up's rate, until `requests` have been answered (a tenth of them per step, about)."""
+    runs = iter(range(1000))
+
     def run(seconds):
         return wrk(tmp, gw["url"] + "/v1/messages", connections, seconds, WRK_SOAK,
-                   {"PATH": "/v1/messages", "API_KEY": _harness.API_KEY})
+                   {"PATH": "/v1/messages", "API_KEY": _harness.API_KEY, "RUN": next(runs)})
 
     warm = run(2)  # warm-up: heaps and pools reach their working size
     step_seconds = max(1, round(requests / 10 / warm["rps"]))
@@ -159,11 +160,7 @@ def main():
     soak_requests = args.requests or (2000 if args.quick else 100_000)
 
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp, \
-            _harness.canned_upstream(Path(tmp)) as upstream_port, \
-            _harness.running_gateway(
-                tmp, upstream_port, max_body=MAX_BODY, workers=2, keepalive=32,
-                extra_locations=_harness.PLAIN_LOCATION,
-                redis_settings={"pool_size": 32, "keepalive_ms": 60000}) as gw:
+            _harness.bench_stack(tmp) as gw:
         bodies = []
         for name, size, ids in (("2KB/5 ids", 2 * 1024, 5), ("50KB/100 ids", 50 * 1024, 100)):
             path = Path(tmp) / f"body-{size}.json"
