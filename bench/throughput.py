@@ -56,7 +56,8 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 
 # Soak: every request names 5 new identifiers, numbered by run (RUN), thread and request.
 WRK_SOAK = r"""
-local threads, counter, id = {}, 0, 0
+local threads, counter = {}, 0
+id = 0 -- a global: setup() sets it in each thread's own Lua state
 function setup(thread)
   thread:set("id", #threads + 1)
   threads[#threads + 1] = thread
@@ -68,7 +69,7 @@ function request()
   counter = counter + 1
   local n = (RUN * 4 + id) * 10000000 + counter
   local text = string.format("%s Stop i-%017x in vpc-%08x, subnet-%017x, sg-%017x, ip 10.%d.%d.%d",
-    FILLER, n, n, n, n, n % 200 + 1, math.floor(n / 256) % 256, n % 256)
+    FILLER, n, n, n, n, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
   return wrk.format("POST", PATH, headers, '{"model":"claude-sonnet-4-5","max_tokens":64,'
     .. '"messages":[{"role":"user","content":"' .. text .. '"}]}')
 end
