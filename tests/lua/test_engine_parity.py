@@ -6,19 +6,17 @@ difference fails, whichever side it comes from.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench import _harness
 from tests.conftest import REPO, corpus_dir
 
 sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
 import aws_masker_engine
-
-MODULES = Path("/usr/lib/nginx/modules")
 
 # Runs in nginx's init phase: scans each input file and writes one JSON line per file.
 SCANNER = r"""
@@ -47,25 +45,14 @@ os.exit(0, true)
 
 
 def lua_scan(paths, tmp_path):
-    catalog_json = tmp_path / "aws_patterns.json"
-    catalog_json.write_text(json.dumps(yaml.safe_load(
-        (REPO / "catalog" / "aws_patterns.yml").read_text())))
+    catalog_json = _harness.catalog_json(tmp_path)
     output = tmp_path / "lua_matches.jsonl"
     script = tmp_path / "scan.lua"
     script.write_text(
         f"local CATALOG = {json.dumps(str(catalog_json))}\n"
         f"local OUTPUT = {json.dumps(str(output))}\n"
         "local INPUTS = {" + ", ".join(json.dumps(str(p)) for p in paths) + "}\n" + SCANNER)
-    (tmp_path / "logs").mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"load_module {MODULES}/ndk_http_module.so;\n"
-        f"load_module {MODULES}/ngx_http_lua_module.so;\n"
-        f"pid {tmp_path}/nginx.pid;\nerror_log stderr notice;\nevents {{}}\n"
-        f'http {{ lua_package_path "{REPO}/lua/?.lua;;"; init_by_lua_file {script}; }}\n')
-    run = subprocess.run(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g",
-                          "daemon off; master_process off;"],
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = _harness.run_lua_in_init(tmp_path, script)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = output.read_text().splitlines()
     # lua-cjson writes an empty table as {}: no match.

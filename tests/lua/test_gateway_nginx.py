@@ -9,63 +9,26 @@ import concurrent.futures
 import contextlib
 import http.client
 import json
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import redis
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-MODULES = Path("/usr/lib/nginx/modules")
+from bench import _harness
+from bench._harness import API_KEY, REDIS_PASSWORD, stop, wait_port  # noqa: F401 (re-exported)
+
 MAX_BODY = 64 * 1024
-API_KEY = "sk-ant-test-key-1"
 
 IDENTIFIERS = ["i-0a1b2c3d4e5f67890", "arn:aws:iam::123456789012:role/Admin", "10.0.1.5",
                "vpc-a01106c2", "AKIAIOSFODNN7EXAMPLE"]
 TOKEN_SHAPE = "AWS_"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("nginx") and shutil.which("redis-server")
-         and (MODULES / "ngx_http_lua_module.so").exists()),
-    reason="needs nginx with the Lua module and redis-server")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port}")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+pytestmark = pytest.mark.skipif(not _harness.available(),
+                                reason="needs nginx with the Lua module and redis-server")
 
 
 def sse_event(name, data):
@@ -141,76 +104,6 @@ class Upstream(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-NGINX_CONF = """
-{user}
-load_module {modules}/ndk_http_module.so;
-load_module {modules}/ngx_http_lua_module.so;
-worker_processes 2;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log notice;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/client_body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-
-  lua_package_path "{repo}/lua/?.lua;;";
-  lua_shared_dict aws_masker_stats 1m;
-  init_by_lua_block {{ require("aws_masker.nginx").init("{tmp}/aws_masker.json") }}
-  init_worker_by_lua_block {{ require("aws_masker.nginx").init_worker() }}
-
-  upstream anthropic {{
-    server 127.0.0.1:{upstream_port};
-    keepalive 4;
-  }}
-
-  server {{
-    listen 127.0.0.1:{port};
-    client_max_body_size {max_body};
-    client_body_buffer_size {body_buffer};
-    error_page 413 = @aws_masker_413;
-    error_page 500 = @aws_masker_500;
-    error_page 502 = @aws_masker_502;
-    error_page 504 = @aws_masker_504;
-
-    location /v1/ {{
-      access_by_lua_block {{ require("aws_masker.nginx").access() }}
-      header_filter_by_lua_block {{ require("aws_masker.nginx").header_filter() }}
-      body_filter_by_lua_block {{ require("aws_masker.nginx").body_filter() }}
-      log_by_lua_block {{ require("aws_masker.nginx").log() }}
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Accept-Encoding "";
-      proxy_buffering off;
-      proxy_pass http://anthropic;
-    }}
-
-    location @aws_masker_413 {{
-      content_by_lua_block {{ require("aws_masker.nginx").error_page(413) }}
-    }}
-    location @aws_masker_500 {{
-      content_by_lua_block {{ require("aws_masker.nginx").error_page(500) }}
-    }}
-    location @aws_masker_502 {{
-      content_by_lua_block {{ require("aws_masker.nginx").error_page(502) }}
-    }}
-    location @aws_masker_504 {{
-      content_by_lua_block {{ require("aws_masker.nginx").error_page(504) }}
-    }}
-
-    location = /aws-masker/status {{
-      allow 127.0.0.1;
-      deny all;
-      content_by_lua_block {{ require("aws_masker.nginx").status() }}
-    }}
-  }}
-}}
-"""
-
-
 def start_upstream():
     """The upstream of one gateway, serving in a thread; `received` lists what reached it.
     Modules that need another upstream replace this function (or Upstream)."""
@@ -222,55 +115,15 @@ def start_upstream():
 
 @contextlib.contextmanager
 def running_gateway(tmp_path, body_buffer=MAX_BODY, **overrides):
-    procs = []
-    upstream = None
+    """The private gateway (see bench/_harness.py) in front of an Upstream in a thread."""
+    upstream = start_upstream()
     try:
-        redis_port = free_port()
-        redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--requirepass", "test-redis-password", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(redis_proc)
-        wait_port(redis_port, redis_proc, "redis-server")
-
-        upstream = start_upstream()
-
-        catalog = yaml.safe_load((REPO / "catalog" / "aws_patterns.yml").read_text())
-        (tmp_path / "aws_patterns.json").write_text(json.dumps(catalog))
-        config = {
-            "catalog_path": str(tmp_path / "aws_patterns.json"),
-            "redis": {"host": "127.0.0.1", "port": redis_port, "password": "test-redis-password",
-                      "database": 0, "connect_timeout_ms": 500, "send_timeout_ms": 500,
-                      "read_timeout_ms": 1000, "pool_size": 8, "keepalive_ms": 10000},
-            "mapping_ttl_seconds": 3600,
-            "scope_secret": "a-test-scope-secret-of-32-chars!",
-            "max_body_bytes": MAX_BODY,
-            "fail_mode": "closed",
-            **overrides,
-        }
-        (tmp_path / "aws_masker.json").write_text(json.dumps(config))
-        port = free_port()
-        (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(
-            modules=MODULES, tmp=tmp_path, repo=REPO, upstream_port=upstream.server_port,
-            port=port, max_body=MAX_BODY, body_buffer=body_buffer,
-            # workers of a root master run as nobody, who cannot enter pytest's 0700 dirs
-            user="user root;" if os.geteuid() == 0 else ""))
-        nginx = subprocess.Popen(
-            ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-             "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(nginx)
-        wait_port(port, nginx, "nginx")
-
-        yield {"url": f"http://127.0.0.1:{port}", "received": upstream.received,
-               "upstream": upstream,
-               "redis": redis_proc, "redis_port": redis_port, "log": tmp_path / "error.log"}
+        with _harness.running_gateway(tmp_path, upstream.server_port, max_body=MAX_BODY,
+                                      body_buffer=body_buffer, **overrides) as gw:
+            yield {**gw, "received": upstream.received, "upstream": upstream}
     finally:
-        for proc in reversed(procs):
-            stop(proc)
-        if upstream is not None:
-            upstream.shutdown()
-            upstream.server_close()
+        upstream.shutdown()
+        upstream.server_close()
 
 
 @pytest.fixture
@@ -411,7 +264,7 @@ def test_status_reports_unhealthy_while_the_store_is_down(gateway):
 
 
 def test_store_slower_than_its_timeout_fails_closed(gateway):
-    store = redis.Redis(port=gateway["redis_port"], password="test-redis-password")
+    store = redis.Redis(port=gateway["redis_port"], password=REDIS_PASSWORD)
     store.execute_command("CLIENT", "PAUSE", "3000", "ALL")
     started = time.monotonic()
     status, _, body = post(gateway, message(USER_TEXT))
@@ -563,7 +416,7 @@ def test_fail_open_forwards_unmasked_and_says_so(tmp_path):
 
 def redis_scopes(gw):
     """The scopes holding token mappings in the gateway's Redis."""
-    client = redis.Redis(host="127.0.0.1", port=gw["redis_port"], password="test-redis-password")
+    client = redis.Redis(host="127.0.0.1", port=gw["redis_port"], password=REDIS_PASSWORD)
     return {key.decode().split(":")[1] for key in client.scan_iter("aws_masker:*:t:*")}
 
 
