@@ -118,15 +118,18 @@ def package_versions(names):
     return versions
 
 
-def fingerprint(files, packages, variables, roots):
-    """One hash over everything a release holds, to tell whether two states are the same."""
+def fingerprint(files, packages, roots):
+    """One hash over the files and packages of a state, to tell whether two are the same.
+
+    The variables are left out: they describe the inventory of the run that recorded the
+    state, and a rollback records the restored files while the inventory still says otherwise.
+    """
     digest = hashlib.sha256()
     state = {
         "roots": sorted(roots),
         "files": {path: [meta["sha256"], meta["mode"], meta["owner"], meta["group"]]
                   for path, meta in sorted(files.items())},
         "packages": packages,
-        "variables": variables,
     }
     digest.update(json.dumps(state, sort_keys=True).encode())
     return digest.hexdigest()
@@ -185,7 +188,7 @@ class Releases:
         before = self.ids()
         files = snapshot(paths, secrets)
         versions = package_versions(packages)
-        state_fingerprint = fingerprint(files, versions, variables, paths)
+        state_fingerprint = fingerprint(files, versions, paths)
         existing = self.find(state_fingerprint)
         pruned = self._prunable(keep, adding=existing is None)
         if existing is not None and not pruned:

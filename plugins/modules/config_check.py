@@ -68,7 +68,16 @@ options:
         description: Text in the command line of the program (or one of its parents) that owns
           the port, e.g. its configuration path.
         type: str
-        required: true
+      program:
+        description: The service manager program that owns the port; its main process (or a
+          child of it) holding the port counts as ours. Needed where the program rewrites its
+          command line (redis-server).
+        type: str
+  service_manager:
+    description: How I(ports)' programs run, to ask for their main process.
+    type: str
+    choices: [supervisor, systemd]
+    default: supervisor
   nginx_binary:
     description: nginx executable for C(nginx -t).
     type: path
@@ -99,6 +108,13 @@ options:
   lua_dir:
     description: Directory of the deployed Lua plugin tree whose files must compile.
     type: path
+  preflight:
+    description:
+      - Run before a deploy. The deployed files (nginx and Redis configurations, catalog, Lua
+        tree) are about to be replaced, so a failure of theirs is reported as C(warn), and only
+        the settings (key, password, ports) can fail.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -222,19 +238,35 @@ def _listeners(port):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port]
 
 
-def _owned_by(pid, owner):
-    """Whether the process or one of its parents has ``owner`` in its command line."""
+def program_pid(manager, program):
+    """Main process id of a service manager program, 0 when it does not run."""
+    if not program:
+        return 0
+    command = (["supervisorctl", "pid", program] if manager == "supervisor"
+               else ["systemctl", "show", "--property=MainPID", "--value", program])
+    if not shutil.which(command[0]):
+        return 0
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    text = done.stdout.strip()
+    return int(text) if done.returncode == 0 and text.isdigit() else 0
+
+
+def _owned_by(pid, owner, main_pid):
+    """Whether the process or one of its parents is the program's main process or has
+    ``owner`` in its command line."""
     try:
         process = psutil.Process(pid)
         for candidate in [process, *process.parents()]:
-            if owner in " ".join(candidate.cmdline()):
+            if main_pid and candidate.pid == main_pid:
+                return True
+            if owner and owner in " ".join(candidate.cmdline()):
                 return True
     except psutil.Error:
         return False
     return False
 
 
-def check_port(entry):
+def check_port(entry, manager="supervisor"):
     name = f"port {entry['name']} {entry['port']}"
     if psutil is None:
         return check(name, "skip", "psutil is not installed for the Python Ansible uses here",
@@ -243,7 +275,8 @@ def check_port(entry):
     if not held:
         return check(name, "pass", "free", SECTION_PORTS)
     pids = sorted({conn.pid for conn in held if conn.pid})
-    ours = [pid for pid in pids if _owned_by(pid, entry["owner"])]
+    main_pid = program_pid(manager, entry["program"])
+    ours = [pid for pid in pids if _owned_by(pid, entry["owner"], main_pid)]
     if ours and len(ours) == len(pids):
         return check(name, "pass", f"held by our {entry['name']} program (pid "
                      f"{', '.join(map(str, ours))})", SECTION_PORTS)
@@ -372,7 +405,8 @@ def run_checks(params):
         params["redis_password_min_length"], params["redis_password_min_bits"])
     checks.append(password_check)
     secrets = [s for s in (password, params["anthropic_api_key"]) if s]
-    checks.extend(check_port(entry) for entry in params["ports"])
+    checks.extend(check_port(entry, params["service_manager"]) for entry in params["ports"])
+    first_file_check = len(checks)
     checks.extend(check_nginx(params["nginx_binary"], entry, secrets)
                   for entry in params["nginx_configs"])
     if params["redis_config"]:
@@ -383,6 +417,11 @@ def run_checks(params):
         checks.append(check_lua(params["lua_dir"]))
     for item in checks:
         item["evidence"] = scrub(item["evidence"], secrets)
+    if params["preflight"]:
+        for item in checks[first_file_check:]:
+            if item["status"] == "fail":
+                item["status"] = "warn"
+                item["remedy"] = f"This deploy renders the file again. {item['remedy']}"
     return checks
 
 
@@ -397,8 +436,11 @@ def main():
             "ports": {"type": "list", "elements": "dict", "default": [], "options": {
                 "name": {"type": "str", "required": True},
                 "port": {"type": "int", "required": True},
-                "owner": {"type": "str", "required": True},
+                "owner": {"type": "str"},
+                "program": {"type": "str"},
             }},
+            "service_manager": {"type": "str", "default": "supervisor",
+                                "choices": ["supervisor", "systemd"]},
             "nginx_binary": {"type": "path", "default": "/usr/sbin/nginx"},
             "nginx_configs": {"type": "list", "elements": "dict", "default": [], "options": {
                 "name": {"type": "str", "required": True},
@@ -408,6 +450,7 @@ def main():
             "redis_port": {"type": "int"},
             "catalog": {"type": "path"},
             "lua_dir": {"type": "path"},
+            "preflight": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )

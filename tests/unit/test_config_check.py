@@ -137,3 +137,18 @@ def test_check_mode_reports_the_same_and_changes_nothing(tmp_path):
     assert code == "SUCCESS", output
     assert result["changed"] is False
     assert by_name(result)["Redis password strength"]["status"] == "pass"
+
+
+def test_preflight_turns_failing_files_into_warnings_but_not_settings(tmp_path):
+    lua = tmp_path / "lua"
+    lua.mkdir()
+    (lua / "broken.lua").write_text("local x = = 1\n")
+    args = {"lua_dir": str(lua), "redis_password": "short", "preflight": True}
+
+    _, result, output = run_module("config_check", args)
+
+    checks = by_name(result)
+    assert checks["Lua plugin syntax"]["status"] == "warn", output
+    assert checks["Lua plugin syntax"]["remedy"].startswith("This deploy renders")
+    assert checks["Redis password strength"]["status"] == "fail"
+    assert result["failed_checks"] == ["Redis password strength"]
