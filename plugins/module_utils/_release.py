@@ -142,11 +142,16 @@ class Releases:
         self.root = root
 
     def ids(self):
-        """Release ids, oldest first (ids are UTC timestamps, so they sort by time)."""
+        """Release ids, the least recently deployed first.
+
+        A release's place is the last time a deploy recorded its state ("deployed" in its
+        manifest): a redeploy of an older state moves that release to the end.
+        """
         if not os.path.isdir(self.root):
             return []
-        return sorted(name for name in os.listdir(self.root)
-                      if os.path.isfile(os.path.join(self.root, name, MANIFEST)))
+        names = [name for name in os.listdir(self.root)
+                 if os.path.isfile(os.path.join(self.root, name, MANIFEST))]
+        return sorted(names, key=lambda name: (self.manifest(name).get("deployed", ""), name))
 
     def manifest(self, release_id):
         path = os.path.join(self.root, release_id, MANIFEST)
@@ -179,11 +184,13 @@ class Releases:
             release_id = f"{base}-{suffix}"
         return release_id
 
-    def record(self, paths, packages, variables, secrets, metadata, keep, check_mode):
+    def record(self, paths, packages, variables, secrets, metadata, keep, check_mode,
+               promote=True):
         """Record the current state unless a release already holds it.
 
-        Returns (result, changed): result names the release holding the state and the ids
-        pruned (or that would be).
+        A release that holds it but is not the newest is made the newest (``promote``), since
+        this state is what was deployed last. Returns (result, changed): result names the
+        release holding the state and the ids pruned (or that would be).
         """
         before = self.ids()
         files = snapshot(paths, secrets)
@@ -191,7 +198,8 @@ class Releases:
         state_fingerprint = fingerprint(files, versions, paths)
         existing = self.find(state_fingerprint)
         pruned = self._prunable(keep, adding=existing is None)
-        if existing is not None and not pruned:
+        promoting = promote and existing is not None and before[-1] != existing
+        if existing is not None and not pruned and not promoting:
             return {"release": existing, "created": False, "pruned": [],
                     "releases_before": before}, False
         if check_mode:
@@ -201,6 +209,8 @@ class Releases:
         if existing is None:
             release_id = self._write(files, versions, variables, paths, secrets,
                                      state_fingerprint, metadata)
+        elif promoting:
+            self._mark_deployed(existing)
         for old in pruned:
             shutil.rmtree(os.path.join(self.root, old))
         return {"release": release_id, "created": existing is None, "pruned": pruned,
@@ -213,10 +223,24 @@ class Releases:
         excess = len(ids) + (1 if adding else 0) - keep
         return ids[:excess] if excess > 0 else []
 
+    @staticmethod
+    def _now():
+        return datetime.datetime.now(datetime.timezone.utc)
+
+    def _mark_deployed(self, release_id):
+        manifest = self.manifest(release_id)
+        manifest["deployed"] = self._now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        path = os.path.join(self.root, release_id, MANIFEST)
+        with open(f"{path}.new", "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(f"{path}.new", 0o600)
+        os.replace(f"{path}.new", path)
+
     def _write(self, files, versions, variables, paths, secrets, state_fingerprint, metadata):
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = self._now()
         release_id = self._new_id(now)
         staging = os.path.join(self.root, f".{release_id}.partial")
         os.makedirs(os.path.join(staging, FILES), mode=0o700)
@@ -230,6 +254,7 @@ class Releases:
             "format": FORMAT,
             "id": release_id,
             "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "deployed": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "fingerprint": state_fingerprint,
             "roots": sorted(paths),
             "files": {path: {k: v for k, v in meta.items() if k != "data"}

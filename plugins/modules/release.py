@@ -64,6 +64,14 @@ options:
     description: Secret name to the file holding it; its value never reaches a release.
     type: dict
     default: {}
+  promote:
+    description:
+      - When a release that is not the newest already holds the current state, C(record) makes
+        it the newest (a redeploy of an older state), which reports changed. The rollback
+        playbook's own record of the state before it restores sets this false, so that rolling
+        back twice does not walk back and forth.
+    type: bool
+    default: true
   keep:
     description: Releases kept by C(record); older ones are deleted. C(0) keeps every release.
     type: int
@@ -157,7 +165,8 @@ def record(module, releases, secrets):
         raise ReleaseError(f"keep={params['keep']} is not allowed; allowed: an integer >= 0")
     result, changed = releases.record(
         params["paths"], params["packages"], params["variables"], secrets,
-        {"collection_version": params["collection_version"]}, params["keep"], module.check_mode)
+        {"collection_version": params["collection_version"]}, params["keep"], module.check_mode,
+        promote=params["promote"])
     return result, changed
 
 
@@ -187,6 +196,7 @@ def main():
             "variables": {"type": "dict", "default": {}},
             "secret_files": {"type": "dict", "default": {}, "no_log": False},
             "keep": {"type": "int", "default": 5},
+            "promote": {"type": "bool", "default": True},
             "release": {"type": "str"},
             "collection_version": {"type": "str", "default": ""},
         },

@@ -22,8 +22,9 @@ STUB_URL = "http://127.0.0.1:8099"
 HOST = "gateway-local"
 
 
-def run_playbook(playbook, tmp_dir, extravars=None):
+def run_playbook(playbook, tmp_dir, extravars=None, check=False):
     result = ansible_runner.run(
+        cmdline="--check" if check else None,
         private_data_dir=str(tmp_dir),
         project_dir=str(REPO),
         playbook=str(REPO / "playbooks" / playbook),

@@ -194,3 +194,22 @@ def test_module_restore_of_an_unknown_release_fails_clearly(site):
 
     assert status == "FAILED!", output
     assert "no release 'nope'" in result["msg"]
+
+
+def test_a_redeployed_older_state_becomes_the_newest_release(site):
+    first, _ = record(site)
+    (site / "lua" / "a.lua").write_text("return 10\n")
+    second, _ = record(site)
+    (site / "lua" / "a.lua").write_text("return 1\n")
+    store = releases(site)
+    secrets = rel.read_secrets({"redis_password": str(site / "secrets" / "redis_password")})
+    paths = [str(site / "etc" / "redis.conf"), str(site / "lua")]
+
+    kept, changed = store.record(paths, [], {}, secrets, {}, 3, check_mode=False, promote=False)
+    assert (kept["release"], changed) == (first["release"], False)
+    assert store.ids() == [first["release"], second["release"]]
+
+    promoted, changed = store.record(paths, [], {}, secrets, {}, 3, check_mode=False)
+    assert (promoted["release"], promoted["created"], changed) == (first["release"], False, True)
+    assert store.ids() == [second["release"], first["release"]]
+    assert store.previous() == second["release"]
