@@ -23,6 +23,7 @@ HOST = "gateway-local"
 
 
 def run_playbook(playbook, tmp_dir, extravars=None, check=False):
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     result = ansible_runner.run(
         cmdline="--check" if check else None,
         private_data_dir=str(tmp_dir),
