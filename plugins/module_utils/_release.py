@@ -33,10 +33,23 @@ class ReleaseError(Exception):
     """A release cannot be recorded or restored; the message says why and what to do."""
 
 
-def read_secrets(secret_files):
-    """name -> value for each secret file that exists (missing files are skipped)."""
+def secret_files_in(directories):
+    """name -> path for every file in the secret directories (a missing directory has none)."""
+    found = {}
+    for directory in directories:
+        if os.path.isdir(directory):
+            for name in sorted(os.listdir(directory)):
+                if os.path.isfile(os.path.join(directory, name)):
+                    found.setdefault(name, os.path.join(directory, name))
+    return found
+
+
+def read_secrets(secret_files, secret_dirs=()):
+    """name -> value for each secret file that exists (missing files are skipped), and for
+    every file in ``secret_dirs`` (named after the file)."""
     secrets = {}
-    for name, path in sorted(secret_files.items()):
+    every = dict(secret_files_in(secret_dirs), **secret_files)
+    for name, path in sorted(every.items()):
         if not os.path.isfile(path):
             continue
         with open(path, "rb") as handle:

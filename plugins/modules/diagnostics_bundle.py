@@ -58,6 +58,11 @@ options:
     type: list
     elements: path
     default: []
+  secret_dirs:
+    description: Directories whose every file holds a secret, removed like those of I(secret_files).
+    type: list
+    elements: path
+    default: []
   packages:
     description: Debian packages whose installed versions are reported.
     type: list
@@ -425,6 +430,7 @@ def main():
             "log_lines": {"type": "int", "default": 200},
             "config_files": {"type": "list", "elements": "path", "default": []},
             "secret_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
+            "secret_dirs": {"type": "list", "elements": "path", "default": [], "no_log": False},
             "packages": {"type": "list", "elements": "str", "default": []},
             "programs": {"type": "list", "elements": "str", "default": []},
             "service_manager": {"type": "str", "default": "supervisor",
@@ -448,6 +454,10 @@ def main():
         module.fail_json(msg=f"the pattern catalog {params['catalog']} cannot be loaded ({exc}); "
                          "without it AWS identifiers cannot be masked, so nothing is collected")
     secret_files = list(params["secret_files"])
+    for directory in params["secret_dirs"]:
+        if os.path.isdir(directory):
+            secret_files.extend(os.path.join(directory, name)
+                                for name in sorted(os.listdir(directory)))
     if params["redis"] and params["redis"].get("password_file"):
         secret_files.append(params["redis"]["password_file"])
     sanitise = Sanitiser(engine, read_secrets(secret_files))

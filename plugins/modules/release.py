@@ -72,6 +72,12 @@ options:
         back twice does not walk back and forth.
     type: bool
     default: true
+  secret_dirs:
+    description: Directories whose every file is a secret like those of I(secret_files), named
+      after the file (C(/etc/aws-masking-gateway/secrets)).
+    type: list
+    elements: path
+    default: []
   keep:
     description: Releases kept by C(record); older ones are deleted. C(0) keeps every release.
     type: int
@@ -195,6 +201,7 @@ def main():
             "packages": {"type": "list", "elements": "str", "default": []},
             "variables": {"type": "dict", "default": {}},
             "secret_files": {"type": "dict", "default": {}, "no_log": False},
+            "secret_dirs": {"type": "list", "elements": "path", "default": [], "no_log": False},
             "keep": {"type": "int", "default": 5},
             "promote": {"type": "bool", "default": True},
             "release": {"type": "str"},
@@ -204,7 +211,7 @@ def main():
     )
     releases = Releases(module.params["releases_dir"])
     try:
-        secrets = read_secrets(module.params["secret_files"])
+        secrets = read_secrets(module.params["secret_files"], module.params["secret_dirs"])
         action = record if module.params["action"] == "record" else restore
         result, changed = action(module, releases, secrets)
     except (ReleaseError, OSError, KeyError) as exc:

@@ -24,6 +24,7 @@ SCOPE_SECRET = "DiagTestScopeSecret9876543210zyxwvuABCDEF"
 API_KEY = "sk-ant-api03-DiagTestKey_0123456789abcdefghijklmnopqrstuvwxyz"
 UNFILED_PASSWORD = "an-inline-password-value-42"
 BEARER = "diag-bearer-value-5150"
+DIR_SECRET = "DiagTestSecretOnlyKnownFromItsDirectory77"
 
 
 def corpus_texts(corpus):
@@ -50,11 +51,12 @@ def site(tmp_path, corpus):
         (logs / f"{path.name}.log").write_text(text, encoding="utf-8")
     (logs / "gateway-error.log").write_text(
         f"connect with password {REDIS_PASSWORD}\nscope {SCOPE_SECRET}\n"
-        f"x-api-key: {API_KEY}\nAuthorization: Bearer {BEARER}\n")
+        f"x-api-key: {API_KEY}\nAuthorization: Bearer {BEARER}\nother {DIR_SECRET}\n")
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "redis_password").write_text(REDIS_PASSWORD)
     (secrets / "scope_secret").write_text(SCOPE_SECRET)
+    (secrets / "canary_secret").write_text(DIR_SECRET)
     (tmp_path / "redis.conf").write_text(f"port 6379\nrequirepass {REDIS_PASSWORD}\n")
     (tmp_path / "masker.json").write_text(json.dumps(
         {"redis": {"password": UNFILED_PASSWORD}, "scope_secret": SCOPE_SECRET}, indent=2))
@@ -71,6 +73,7 @@ def args(site):
                          str(site / "absent.conf")],
         "secret_files": [str(site / "secrets" / "redis_password"),
                          str(site / "secrets" / "scope_secret")],
+        "secret_dirs": [str(site / "secrets")],
         "packages": ["dpkg"],
         "health_urls": {"nothing": "http://127.0.0.1:1/health"},
         "ports": ["127.0.0.1:1"],
@@ -94,7 +97,7 @@ def test_the_archive_holds_no_secret_and_no_corpus_identifier(site, corpus):
     names = {name.split("/", 1)[1] for name in files}
     assert {"versions.txt", "services.txt", "resources.txt", "health.txt", "network.txt",
             "configs/MISSING.txt", "logs/gateway-error.log", "SANITISED.txt"} <= names
-    for secret in (REDIS_PASSWORD, SCOPE_SECRET, API_KEY, UNFILED_PASSWORD, BEARER):
+    for secret in (REDIS_PASSWORD, SCOPE_SECRET, API_KEY, UNFILED_PASSWORD, BEARER, DIR_SECRET):
         assert secret not in whole
         assert secret not in output
     # Each file's identifiers, as the corpus scores them: none left in its own log...

@@ -213,3 +213,19 @@ def test_a_redeployed_older_state_becomes_the_newest_release(site):
     assert (promoted["release"], promoted["created"], changed) == (first["release"], False, True)
     assert store.ids() == [second["release"], first["release"]]
     assert store.previous() == second["release"]
+
+
+def test_every_file_of_a_secret_directory_is_kept_out(site):
+    other = "release-test-directory-secret-abcdef012345"
+    (site / "secrets" / "canary_secret").write_text(other)
+    (site / "etc" / "masker.json").write_text(f'{{"canary": "{other}"}}')
+
+    status, result, output = run_module("release", args(
+        site, "record", paths=[str(site / "etc")], secret_dirs=[str(site / "secrets")]))
+
+    assert status == "CHANGED", output
+    manifest = json.loads((site / "releases" / result["release"] / "manifest.json").read_text())
+    assert manifest["secrets"] == ["canary_secret", "redis_password"]
+    stored = site / "releases" / result["release"] / "files"
+    assert all(other.encode() not in path.read_bytes()
+               for path in stored.rglob("*") if path.is_file())
