@@ -21,7 +21,7 @@ if [ "$want_test" -eq 1 ]; then
   # The Lua specs run inside a real nginx with its Lua module; the gateway tests start a
   # private redis-server. Roles install the same packages on deploy targets.
   apt_packages+=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-cjson lua-nginx-redis
-    redis-server supervisor lua-busted lua-check luajit2 git)
+    lua-zlib redis-server supervisor lua-busted lua-check luajit2 git)
 fi
 
 missing=()

@@ -15,7 +15,11 @@ step "lint: ruff, yamllint, luacheck, ansible-lint"
 ruff check .
 yamllint -s .
 luacheck lua tests/lua
-ansible-lint --profile production roles playbooks
+ansible-lint --profile production roles playbooks examples
+antsibull-changelog lint
+
+step "ansible-test sanity (ignores with reasons: tests/sanity/ignore-*.txt)"
+tests/sanity/run.sh
 
 step "Lua specs inside nginx (real ngx.re / PCRE)"
 tests/lua/run.sh

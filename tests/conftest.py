@@ -30,3 +30,12 @@ def corpus():
     if not (path / "real").is_dir():
         pytest.fail(f"evaluation corpus not found at {path}; set AWS_MASKING_CORPUS")
     return path
+
+
+def collection_module_utils(name):
+    """Imports plugins/module_utils/<name> by its collection name, as modules import it."""
+    collections = str(REPO / "collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    package = "ansible_collections.aws_masking.gateway.plugins.module_utils"
+    return importlib.import_module(f"{package}.{name}")

@@ -28,9 +28,19 @@ Request headers that steer an answer (all optional)
                               own, so events, tokens and UTF-8 characters split at any byte
   x-stub-chunk-delay-ms: N    pause between those writes (default 1, so they reach the peer
                               as separate reads rather than coalesced)
+  x-stub-content-encoding: C  compress the answer with C whatever Accept-Encoding says, as an
+                              upstream may: gzip, x-gzip, deflate (zlib-wrapped, RFC 1950),
+                              deflate-raw (sent as "deflate", raw deflate data, as some servers
+                              do) or identity
+  x-stub-gzip-members: 1      with gzip: every SSE event, and each half of a JSON answer, is a
+                              gzip member of its own (RFC 1952 allows several in a row)
+  x-stub-encoding-fault: F    break the compressed answer: "corrupt" makes a deflate block
+                              invalid (the middle event of a stream, the start of a JSON body),
+                              "truncate" leaves out the end of the compressed data while the
+                              HTTP framing stays whole
 
-The answer is gzip-encoded when the request's Accept-Encoding accepts gzip, as the real API
-does; a client that wants plain bytes sends no Accept-Encoding or "identity".
+Otherwise the answer is gzip-encoded when the request's Accept-Encoding accepts gzip, as the
+real API does; a client that wants plain bytes sends no Accept-Encoding or "identity".
 
 Control paths (/health, /__stub/...) are not recorded. Secrets in recorded headers (x-api-key,
 authorization, ...) are replaced by a short SHA-256 fingerprint, so a test can tell which
@@ -66,6 +76,19 @@ DEFAULT_CHUNK_DELAY_MS = 1
 DEFAULT_MEMORY_LIMIT = 2000
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELAY_MS = 600_000
+
+# Content codings the stub can write: the name it sends and zlib's window bits for it.
+CONTENT_ENCODINGS = {
+    "gzip": ("gzip", 16 + zlib.MAX_WBITS),
+    "x-gzip": ("x-gzip", 16 + zlib.MAX_WBITS),
+    "deflate": ("deflate", zlib.MAX_WBITS),
+    "deflate-raw": ("deflate", -zlib.MAX_WBITS),
+}
+# Bytes before the deflate data of each wrapper (gzip header without options, zlib header).
+WRAPPER_HEADER_BYTES = {16 + zlib.MAX_WBITS: 10, zlib.MAX_WBITS: 2, -zlib.MAX_WBITS: 0}
+ENCODING_FAULTS = ("corrupt", "truncate")
+# A deflate block header with the reserved block type 3: every decoder rejects it.
+INVALID_BLOCK = b"\xff"
 
 SECRET_HEADERS = frozenset(
     {"x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie"}
@@ -112,7 +135,7 @@ def error_body(status: int, message: str) -> dict:
 
 def new_id(prefix: str) -> str:
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
-    return prefix + "".join(secrets.choice(alphabet) for _ in range(24))
+    return prefix + "".join(secrets.choice(alphabet) for _position in range(24))
 
 
 def rfc3339(epoch: float | None = None) -> str:
@@ -231,6 +254,9 @@ class Behaviour:
     delta_size: int = DEFAULT_DELTA_SIZE
     chunk_size: int = 0
     chunk_delay_ms: int = DEFAULT_CHUNK_DELAY_MS
+    content_encoding: str | None = None
+    gzip_members: bool = False
+    encoding_fault: str | None = None
 
     @classmethod
     def from_headers(cls, headers) -> Behaviour:
@@ -261,7 +287,29 @@ class Behaviour:
 
         flag = (headers.get("x-stub-tool-use") or "").strip().lower()
         behaviour.tool_use = flag in ("1", "true", "yes") or behaviour.tool_input is not None
+        behaviour.read_encoding(headers)
         return behaviour
+
+    def read_encoding(self, headers) -> None:
+        encoding = (headers.get("x-stub-content-encoding") or "").strip().lower()
+        if encoding and encoding != "identity":
+            if encoding not in CONTENT_ENCODINGS:
+                raise StubRequestError(400, "x-stub-content-encoding must be one of "
+                                       + ", ".join(["identity", *CONTENT_ENCODINGS]))
+            self.content_encoding = encoding
+        self.gzip_members = (headers.get("x-stub-gzip-members") or "").strip() == "1"
+        if self.gzip_members and CONTENT_ENCODINGS.get(encoding, ("",))[0] not in (
+                "gzip", "x-gzip"):
+            raise StubRequestError(400, "x-stub-gzip-members needs a gzip content encoding")
+        fault = (headers.get("x-stub-encoding-fault") or "").strip().lower()
+        if fault:
+            if fault not in ENCODING_FAULTS:
+                raise StubRequestError(400, "x-stub-encoding-fault must be one of "
+                                       + ", ".join(ENCODING_FAULTS))
+            if not self.content_encoding:
+                raise StubRequestError(400, "x-stub-encoding-fault needs "
+                                       "x-stub-content-encoding")
+            self.encoding_fault = fault
 
 
 def header_int(headers, name: str, low: int, high: int) -> int | None:
@@ -430,28 +478,66 @@ def batch_object(payload: dict) -> dict:
 # --- Writing answers ------------------------------------------------------------------------
 
 
+def compressed(data: bytes, window: int) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, window)
+    return compressor.compress(data) + compressor.flush()
+
+
+def encode_body(body: bytes, behaviour: Behaviour) -> bytes:
+    """A whole body in the content coding (and with the fault) the test asked for."""
+    window = CONTENT_ENCODINGS[behaviour.content_encoding][1]
+    if behaviour.gzip_members:
+        middle = len(body) // 2
+        data = compressed(body[:middle], window) + compressed(body[middle:], window)
+    else:
+        data = compressed(body, window)
+    if behaviour.encoding_fault == "truncate":
+        return data[:-4]
+    if behaviour.encoding_fault == "corrupt":
+        at = WRAPPER_HEADER_BYTES[window]
+        return data[:at] + INVALID_BLOCK + data[at + 1:]
+    return data
+
+
 class BodyWriter:
-    """Writes a response body, optionally in fixed-size flushed pieces and gzip-encoded.
+    """Writes a response body, optionally in fixed-size flushed pieces and compressed.
 
     With a chunk size, bytes are held until a full piece is ready, so piece boundaries fall at
     arbitrary offsets of the events (and of multi-byte characters) rather than between them.
+    A compressed stream is flushed at every event (or, with gzip_members, every event is a
+    gzip member), so each event can be decoded as soon as it arrives. corrupt_write: the
+    ordinal of the write whose compressed bytes start with an invalid deflate block;
+    truncate: the end of the compressed data (its final flush) is never sent.
     """
 
-    def __init__(self, wfile, chunk_size: int, chunk_delay_ms: int, chunked: bool, gzip: bool):
+    def __init__(self, wfile, chunk_size: int, chunk_delay_ms: int, chunked: bool,
+                 window: int | None = None, gzip_members: bool = False,
+                 corrupt_write: int = 0, truncate: bool = False):
         self.wfile = wfile
         self.chunk_size = chunk_size
         self.chunk_delay = chunk_delay_ms / 1000.0
         self.chunked = chunked
-        self.compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzip else None
+        self.window = window
+        self.gzip_members = gzip_members
+        self.compressor = (zlib.compressobj(6, zlib.DEFLATED, window)
+                           if window is not None and not gzip_members else None)
+        self.corrupt_write = corrupt_write
+        self.truncate = truncate
+        self.writes = 0
         self.pending = b""
         self.written = 0
         self.pieces = 0
 
     def write(self, data: bytes, flush_event: bool = False) -> None:
-        if self.compressor is not None:
+        self.writes += 1
+        if self.gzip_members:
+            data = compressed(data, self.window)
+        elif self.compressor is not None:
             data = self.compressor.compress(data)
             if flush_event:
                 data += self.compressor.flush(zlib.Z_SYNC_FLUSH)
+        if self.writes == self.corrupt_write and data:
+            data = INVALID_BLOCK + data[1:]
         if not self.chunk_size:
             self._send(data)
             return
@@ -462,7 +548,11 @@ class BodyWriter:
 
     def close(self) -> None:
         if self.compressor is not None:
-            self.pending += self.compressor.flush(zlib.Z_FINISH)
+            tail = self.compressor.flush(zlib.Z_FINISH)
+            if not self.truncate:
+                self.pending += tail
+        elif self.gzip_members and self.truncate:
+            self.pending = self.pending[:-4]
         while self.pending:
             size = self.chunk_size or len(self.pending)
             piece, self.pending = self.pending[:size], self.pending[size:]
@@ -486,7 +576,7 @@ class BodyWriter:
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
     for item in (accept_encoding or "").split(","):
-        coding, _, params = item.strip().partition(";")
+        coding, _sep, params = item.strip().partition(";")
         if coding.strip().lower() not in ("gzip", "*"):
             continue
         quality = params.strip().lower()
@@ -754,12 +844,19 @@ class MessagesApiHandler(BaseHTTPRequestHandler):
     def create_batch(self, payload: dict, behaviour: Behaviour) -> None:
         self.send_json(200, batch_object(payload), behaviour)
 
-    def start_response(self, status: int, content_type: str, gzip: bool) -> None:
+    def answer_encoding(self, behaviour: Behaviour) -> str | None:
+        """The content coding of the answer: the one forced by the test, else gzip when the
+        client accepts it."""
+        if behaviour.content_encoding:
+            return behaviour.content_encoding
+        return "gzip" if accepts_gzip(self.headers.get("accept-encoding")) else None
+
+    def start_response(self, status: int, content_type: str, encoding: str | None) -> None:
         self.send_response(status, EXTRA_REASONS.get(status))
         self.send_header("content-type", content_type)
         self.send_header("request-id", new_id("req_"))
-        if gzip:
-            self.send_header("content-encoding", "gzip")
+        if encoding:
+            self.send_header("content-encoding", CONTENT_ENCODINGS[encoding][0])
             self.send_header("vary", "accept-encoding")
         if status == 429 or status >= 500:
             self.send_header("x-should-retry", "true")
@@ -767,33 +864,40 @@ class MessagesApiHandler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, document: Any, behaviour: Behaviour | None = None) -> None:
         behaviour = behaviour or Behaviour()
-        gzip = accepts_gzip(self.headers.get("accept-encoding"))
+        encoding = self.answer_encoding(behaviour)
         body = compact_json(document).encode("utf-8")
-        if gzip:
-            compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            body = compressor.compress(body) + compressor.flush()
+        if behaviour.content_encoding:
+            body = encode_body(body, behaviour)
+        elif encoding:
+            body = compressed(body, CONTENT_ENCODINGS[encoding][1])
 
-        self.start_response(status, "application/json", gzip)
+        self.start_response(status, "application/json", encoding)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         writer = BodyWriter(self.wfile, behaviour.chunk_size, behaviour.chunk_delay_ms,
-                            chunked=False, gzip=False)
+                            chunked=False)
         writer.write(body)
         writer.close()
         self.outcome.update(status=status, bytes_out=writer.written)
 
     def send_stream(self, answer: Answer, behaviour: Behaviour) -> None:
-        gzip = accepts_gzip(self.headers.get("accept-encoding"))
-        self.start_response(200, "text/event-stream; charset=utf-8", gzip)
+        encoding = self.answer_encoding(behaviour)
+        self.start_response(200, "text/event-stream; charset=utf-8", encoding)
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         self.outcome.update(status=200, stream="true")
 
+        events = list(answer.events(behaviour.delta_size))
         writer = BodyWriter(self.wfile, behaviour.chunk_size, behaviour.chunk_delay_ms,
-                            chunked=True, gzip=gzip)
+                            chunked=True,
+                            window=CONTENT_ENCODINGS[encoding][1] if encoding else None,
+                            gzip_members=behaviour.gzip_members,
+                            corrupt_write=(len(events) // 2 + 1
+                                           if behaviour.encoding_fault == "corrupt" else 0),
+                            truncate=behaviour.encoding_fault == "truncate")
         try:
-            for name, data in answer.events(behaviour.delta_size):
+            for name, data in events:
                 writer.write(sse_event(name, data), flush_event=True)
             writer.close()
         finally:

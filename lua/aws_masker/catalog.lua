@@ -46,8 +46,9 @@ local function read_file(path)
   return text
 end
 
--- Builds a compiled catalog from the decoded catalog document.
-function _M.new(doc)
+-- Builds a compiled catalog from the decoded catalog document (subset: it is the base64 part of
+-- another, which has no such part of its own).
+function _M.new(doc, subset)
   if type(doc) ~= "table" or doc.version ~= 1 or type(doc.patterns) ~= "table" then
     return nil, "catalog must be a table with version 1 and a list of patterns"
   end
@@ -108,7 +109,34 @@ function _M.new(doc)
     ctxs[i], caps[i] = {}, {}
   end
 
+  -- The patterns that stand in base64 text as they are: those whose examples are all written
+  -- in its alphabet (access key IDs, IAM unique IDs, ...). base64 data is searched for them.
+  local base64
+  if not subset then
+    local in_alphabet = {}
+    for _, p in ipairs(patterns) do
+      local examples = type(p.examples) == "table" and p.examples or {}
+      local all = #examples > 0
+      for _, example in ipairs(examples) do
+        if type(example) ~= "string" or not find(example, "^[A-Za-z0-9+/=]+$") then
+          all = false
+          break
+        end
+      end
+      if all then
+        in_alphabet[#in_alphabet + 1] = p
+      end
+    end
+    if #in_alphabet > 0 then
+      base64, err = _M.new({ version = 1, patterns = in_alphabet }, true)
+      if not base64 then
+        return nil, err
+      end
+    end
+  end
+
   return setmetatable({
+    base64 = base64,
     regexes = regexes,
     next_start = {}, -- per scan: the kept next match of each pattern (false: none left)
     next_stop = {},

@@ -7,6 +7,7 @@ local _M = {}
 -- status -> Anthropic error type, for the statuses the gateway produces itself.
 _M.TYPES = {
   [400] = "invalid_request_error",
+  [403] = "permission_error",
   [413] = "request_too_large",
   [500] = "api_error",
   [502] = "api_error",

@@ -15,6 +15,7 @@ local sha1_bin = ngx.sha1_bin
 local byte = string.byte
 local find = string.find
 local format = string.format
+local tostring = tostring
 local type = type
 local unpack = unpack
 local setmetatable = setmetatable
@@ -22,13 +23,15 @@ local setmetatable = setmetatable
 local _M = {}
 local mt = { __index = _M }
 
--- KEYS[1]: the scope's sequence key for the first code (routes the call to the scope's slot;
--- every key of one call shares the scope hash tag). ARGV: key prefix, TTL, then code, original
--- pairs. Returns the tokens in order, or an error naming the code that ran out of numbers.
+-- KEYS[1]: a key of the scope (routes the call to the scope's slot; every key of one call
+-- shares the scope hash tag). ARGV: key prefix, TTL, the number n of thinking block digests,
+-- those n digests, then code, original pairs. Returns the tokens in order, then 1 or 0 for
+-- each digest: known in the scope (its TTL refreshed) or not; or an error naming the code
+-- that ran out of numbers.
 local ASSIGN_SCRIPT = [[
-local prefix, ttl = ARGV[1], ARGV[2]
+local prefix, ttl, nth = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local tokens = {}
-for i = 3, #ARGV, 2 do
+for i = 4 + nth, #ARGV, 2 do
   local code, original = ARGV[i], ARGV[i + 1]
   local okey = prefix .. 'o:' .. redis.sha1hex(code .. '\0' .. original)
   local seq = prefix .. 'seq:' .. code
@@ -54,6 +57,9 @@ for i = 3, #ARGV, 2 do
   end
   redis.call('EXPIRE', seq, ttl)
   tokens[#tokens + 1] = token
+end
+for i = 4, 3 + nth do
+  tokens[#tokens + 1] = redis.call('EXPIRE', prefix .. 'th:' .. ARGV[i], ttl)
 end
 return tokens
 ]]
@@ -138,8 +144,16 @@ end
 -- call is atomic on its own, which is all the one-to-one rule needs.
 local BATCH = 1000
 
-local function assign_batch(red, args, first, last, findings, tokens)
-  local n = 6 -- after sha, numkeys, key, prefix, ttl
+-- One script call: findings[first..last] and the digests (only in the first call). Fills
+-- tokens and known (digest -> true when the scope knows it).
+local function assign_batch(red, args, first, last, findings, tokens, digests, known)
+  local nth = digests and #digests or 0
+  args[6] = nth
+  local n = 7 -- after sha, numkeys, key, prefix, ttl, nth
+  for i = 1, nth do
+    args[n] = digests[i]
+    n = n + 1
+  end
   for i = first, last do
     local f = findings[i]
     args[n], args[n + 1] = f.code, f.value
@@ -158,22 +172,32 @@ local function assign_batch(red, args, first, last, findings, tokens)
   if not reply then
     return nil, "redis assign: " .. (err or "no reply")
   end
-  if type(reply) ~= "table" or #reply ~= last - first + 1 then
+  local count = last - first + 1
+  if type(reply) ~= "table" or #reply ~= count + nth then
     return nil, "redis assign: unexpected reply"
   end
-  for i = 1, #reply do
+  for i = 1, count do
     tokens[first + i - 1] = reply[i]
+  end
+  for i = 1, nth do
+    known[digests[i]] = reply[count + i] == 1
   end
   return true
 end
 
--- Assigns (or refreshes) the token of every finding {code =, value =} under a scope.
--- Returns the list of tokens, in the order of findings, or nil, err.
-function _M:assign(scope, findings)
+-- Assigns (or refreshes) the token of every finding {code =, value =} under a scope, and
+-- looks up digests (a list, may be nil) of thinking blocks the gateway delivered to the scope,
+-- refreshing those it finds; one script call for both (one per 1000 findings).
+-- Returns the list of tokens, in the order of findings, and a table digest -> true for the
+-- digests known; or nil, err.
+function _M:assign(scope, findings, digests)
   local count = #findings
-  local tokens = {}
-  if count == 0 then
-    return tokens
+  local tokens, known = {}, {}
+  if digests and not digests[1] then
+    digests = nil
+  end
+  if count == 0 and not digests then
+    return tokens, nil, known
   end
 
   local red, err = connect(self)
@@ -182,23 +206,56 @@ function _M:assign(scope, findings)
   end
 
   local prefix = "aws_masker:{" .. scope .. "}:"
-  local args = { ASSIGN_SHA, 1, prefix .. "seq:" .. findings[1].code, prefix, self.ttl }
-  for first = 1, count, BATCH do
+  local route = count > 0 and ("seq:" .. findings[1].code) or ("th:" .. digests[1])
+  local args = { ASSIGN_SHA, 1, prefix .. route, prefix, self.ttl }
+  local first = 1
+  repeat
     local last = first + BATCH - 1
     if last > count then
       last = count
     end
     local ok
-    ok, err = assign_batch(red, args, first, last, findings, tokens)
+    ok, err = assign_batch(red, args, first, last, findings, tokens, digests, known)
     if not ok then
       red:close()
       return nil, err
     end
-  end
+    digests = nil
+    first = last + 1
+  until first > count
 
   -- A connection the pool refuses is closed by the client; the tokens are valid either way.
   red:set_keepalive(self.keepalive, self.pool_size)
-  return tokens
+  return tokens, nil, known
+end
+
+-- Remembers the digests of thinking blocks delivered to a scope, for the mapping TTL: one
+-- pipelined round trip. Returns true, or nil, err.
+function _M:remember_thinking(scope, digests)
+  local red, err = connect(self)
+  if not red then
+    return nil, err
+  end
+  local prefix = "aws_masker:{" .. scope .. "}:th:"
+  red:init_pipeline(#digests)
+  for i = 1, #digests do
+    red:set(prefix .. digests[i], "1", "EX", self.ttl)
+  end
+  local replies
+  replies, err = red:commit_pipeline()
+  if not replies then
+    red:close()
+    return nil, "redis record: " .. err
+  end
+  for i = 1, #replies do
+    local reply = replies[i]
+    if type(reply) == "table" and reply[1] == false then
+      red:close()
+      return nil, "redis record: " .. tostring(reply[2])
+    end
+  end
+  red:set_keepalive(self.keepalive, self.pool_size)
+  return true
 end
 
 -- Checks that the store answers (connect, authenticate, PING) within the timeouts.

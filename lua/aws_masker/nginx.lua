@@ -14,6 +14,7 @@
 --   max_body_bytes       largest request body masked; larger ones get 413
 --   fail_mode            "closed" (default: nothing unmasked is ever forwarded) or "open"
 --                        (store failures forward the body unmasked, logged as fail_open=1)
+--   canary_secret        optional: secret of the x-aws-masker-canary header (aws_masker.canary)
 --
 -- Phases: access() masks the request body, header_filter() and body_filter() restore the
 -- response, log() writes one key=value line per request; status() serves a JSON health page
@@ -24,12 +25,17 @@
 local cjson = require "cjson.safe"
 local pipeline = require "aws_masker.pipeline"
 local errors = require "aws_masker.errors"
+local request_headers = require "aws_masker.request_headers"
+local thinking = require "aws_masker.thinking"
+local canary = require "aws_masker.canary"
 
 local ngx = ngx
 local ngx_var = ngx.var
 local ngx_log = ngx.log
 local req = ngx.req
 local shared = ngx.shared
+local timer_at = ngx.timer.at
+local pairs = pairs
 local concat = table.concat
 local gsub = string.gsub
 local lower = string.lower
@@ -40,7 +46,7 @@ local LOG_LEVELS = { notice = ngx.NOTICE, warn = ngx.WARN, err = ngx.ERR }
 
 local _M = {}
 
-local config, masker
+local config, masker, canary_gate
 -- The ngx.var name of the scope header ("http_x_team" for X-Team), or nil.
 local scope_var
 local worker_counters = {}
@@ -48,7 +54,8 @@ local worker_counters = {}
 local COUNTERS = { "requests", "masked_requests", "identifiers_masked", "store_errors",
   "fail_open", "rejected_400", "rejected_413", "rejected_500", "rejected_502", "rejected_503",
   "rejected_504",
-  "tokens_restored", "unknown_tokens" }
+  "tokens_restored", "unknown_tokens", "log_lines_dropped", "thinking_unrecorded",
+  "responses_decoded", "response_decode_errors" }
 
 local function count(name, n)
   local dict = shared.aws_masker_stats
@@ -134,6 +141,7 @@ function _M.init(config_path)
   end
 
   config, masker = c, p
+  canary_gate = canary.new(c.canary_secret, c.scope_secret)
   scope_var = p.scope_header and ("http_" .. gsub(lower(p.scope_header), "-", "_")) or nil
   return true
 end
@@ -177,7 +185,7 @@ function _M.access()
   ngx.ctx.aws_masker = st
   count("requests")
 
-  -- The upstream must answer uncompressed, or its response could not be restored.
+  -- Asks for an uncompressed answer; one compressed anyway is decoded (aws_masker.inflate).
   req.clear_header("Accept-Encoding")
 
   local ok, failure = masker:check_request(st, ngx_var.http_content_encoding,
@@ -189,6 +197,10 @@ function _M.access()
   if not ok then
     return reject(failure)
   end
+  local is_canary, refusal = canary_gate:classify(st, ngx_var.http_x_aws_masker_canary)
+  if is_canary == false then
+    return reject(refusal)
+  end
 
   local body, err = read_request_body(st)
   if not body then
@@ -196,8 +208,13 @@ function _M.access()
     return reject(read_failure)
   end
 
+  local headers, truncated = req.get_headers(request_headers.MAX_HEADERS)
+  if truncated then
+    local _, too_many = pipeline.reject(st, 400, request_headers.TOO_MANY)
+    return reject(too_many)
+  end
   body, failure = masker:mask_body(st, body, ngx_var.http_x_api_key, ngx_var.http_authorization,
-    scope_var and ngx_var[scope_var])
+    scope_var and ngx_var[scope_var], headers)
   if st.store_error then
     count("store_errors")
   end
@@ -207,8 +224,21 @@ function _M.access()
   if st.fail_open then
     count("fail_open")
   end
-  if st.originals then
+  if is_canary then
+    -- Answered here, never proxied: only an over-long canary body comes back.
+    local _, too_large = canary.answer(body)
+    return reject(too_large)
+  end
+  if st.body_masked then
     req.set_body_data(body)
+  end
+  local masked_headers = st.headers
+  if masked_headers then
+    for name, value in pairs(masked_headers) do
+      req.set_header(name, value)
+    end
+  end
+  if st.originals then
     count("masked_requests")
     count("identifiers_masked", st.masked)
   end
@@ -216,17 +246,50 @@ end
 
 function _M.header_filter()
   local st = ngx.ctx.aws_masker
-  if st and pipeline.restore_start(st, ngx.header["Content-Type"],
-      ngx.header["Content-Encoding"]) then
-    ngx.header["Content-Length"] = nil
+  if not st then
+    return
   end
+  local header = ngx.header
+  local restore, failure = pipeline.restore_start(st, header["Content-Type"],
+    header["Content-Encoding"])
+  if failure then
+    count("rejected_" .. failure.status)
+    ngx.status = failure.status
+    header["Content-Type"] = "application/json"
+  end
+  if restore or failure then
+    header["Content-Length"] = nil
+    header["Content-Encoding"] = nil
+  end
+  if st then
+    thinking.response_start(st, ngx.header["Content-Type"], ngx.header["Content-Encoding"])
+  end
+end
+
+-- A thinking block that could not be recorded is refused if the client sends it back with an
+-- identifier in it; the response itself is not affected.
+local function thinking_unrecorded(blocks, err)
+  count("thinking_unrecorded", blocks)
+  ngx_log(LOG_LEVELS.err, "aws_masker event=thinking_record blocks=", blocks,
+    ' error="', err, '"')
 end
 
 function _M.body_filter()
   local st = ngx.ctx.aws_masker
   if st and pipeline.restoring(st) then
-    ngx.arg[1] = pipeline.restore_chunk(st, ngx.arg[1], ngx.arg[2])
+    pipeline.restore_arg(st, ngx.arg)
   end
+  local digests = st and thinking.response_chunk(st, ngx.arg[1], ngx.arg[2])
+  if digests then
+    thinking.record_later(masker.store, st.scope, digests, thinking_unrecorded)
+  end
+end
+
+-- nginx ends every line logged during a request with its request line, Host and Referer: a
+-- request refused for an identifier in its URL, or whose headers held one, has its line
+-- written from a timer, outside the request.
+local function write_apart(_, level, line)
+  ngx_log(level, line)
 end
 
 function _M.log()
@@ -241,8 +304,15 @@ function _M.log()
   if unknown > 0 then
     count("unknown_tokens", unknown)
   end
+  if st.response_decoded then
+    count(st.decode_failed and "response_decode_errors" or "responses_decoded")
+  end
   local line, level = pipeline.log_line(st, ngx.status)
-  ngx_log(LOG_LEVELS[level], line)
+  if not st.log_apart then
+    ngx_log(LOG_LEVELS[level], line)
+  elseif not timer_at(0, write_apart, LOG_LEVELS[level], line) then
+    count("log_lines_dropped") -- too many timers pending: no line beats one with the value
+  end
 end
 
 -- content_by_lua for a loopback status location.

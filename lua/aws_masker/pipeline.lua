@@ -11,11 +11,19 @@
 --   local ok, failure = p:check_request(st, content_encoding, content_type, content_length,
 --                                       transfer_encoding)
 --   local ok, failure = p:check_uri(st, request_uri)  -- path and query string as sent
---   local body, failure = p:mask_body(st, body, api_key, authorization, scope_value)
---     -- scope_value: the value of the header p.scope_header names (nil when that is nil)
---   if st.originals then <forward body> end       -- masked; otherwise forward the original
---   if pipeline.restore_start(st, content_type, content_encoding) then <drop Content-Length>
---   out = pipeline.restore_chunk(st, chunk, eof)  -- nil while a whole body is being buffered
+--   local body, failure = p:mask_body(st, body, api_key, authorization, scope_value, headers)
+--     -- scope_value: the value of the header p.scope_header names (nil when that is nil);
+--     -- headers: every request header, name -> value or list (at most
+--     -- request_headers.MAX_HEADERS: an engine that stops short refuses with TOO_MANY)
+--   if st.body_masked then <forward body> end      -- masked; otherwise forward the original
+--   for name, value in pairs(st.headers or {}) do <set the header upstream> end
+--   if st.log_apart then <write the log line outside the request> end
+--   local restore, failure = pipeline.restore_start(st, content_type, content_encoding)
+--     -- restore: drop Content-Length and Content-Encoding (the body leaves restored, decoded)
+--     -- failure: answer failure.status, application/json, drop both; failure.body follows
+--   out, eof = pipeline.restore_chunk(st, chunk, eof) -- nil while a whole body is buffered;
+--                                                      -- eof: end the body after out
+--   pipeline.restore_arg(st, ngx.arg)             -- the same, in and out through ngx.arg
 --   body = pipeline.restore_body(st, body)        -- for engines that buffer the body themselves
 --   line, level = pipeline.log_line(st, status)
 --
@@ -24,11 +32,14 @@
 
 local catalog_mod = require "aws_masker.catalog"
 local json_body = require "aws_masker.json_body"
+local request_headers = require "aws_masker.request_headers"
 local mapping_store = require "aws_masker.mapping_store"
 local unmask = require "aws_masker.unmask"
 local sse = require "aws_masker.sse"
 local errors = require "aws_masker.errors"
+local inflate = require "aws_masker.inflate"
 local scope_mod = require "aws_masker.scope"
+local thinking = require "aws_masker.thinking"
 
 local ngx_now = ngx.now
 local unescape_uri = ngx.unescape_uri
@@ -39,6 +50,7 @@ local format = string.format
 local concat = table.concat
 local sort = table.sort
 local pairs = pairs
+local next = next
 local tonumber = tonumber
 local type = type
 local setmetatable = setmetatable
@@ -84,8 +96,9 @@ function _M.new_store(conf)
   })
 end
 
--- opts: catalog (compiled), store (anything with :assign(scope, findings) returning the tokens
--- in order, or nil, err), scope_secret, scope_by ("credential", "header" or "global"),
+-- opts: catalog (compiled), store (anything with :assign(scope, findings, digests) returning
+-- the tokens in order, nil and the set of known digests (aws_masker.mapping_store), or nil,
+-- err), scope_secret, scope_by ("credential", "header" or "global"),
 -- scope_header (the header naming the scope when scope_by is "header"), max_body_bytes,
 -- fail_mode ("closed" or "open").
 function _M.new(opts)
@@ -191,22 +204,30 @@ function _M:check_uri(st, uri)
     return reject(st, 500, "masking failed: " .. err)
   end
   if matches then
+    -- nginx writes the request line beside every log line of the request.
+    st.log_apart = true
     return reject(st, 400, "an AWS identifier in the request URL cannot be masked; "
       .. "the request was not forwarded")
   end
   return true
 end
 
--- "CODE:n,..." occurrences per token code, and their total.
-local function count_types(edits)
+-- "CODE:n,..." occurrences per token code, and their total, in the body's edits and the
+-- matches of the texts beside it.
+local function count_types(edits, text_matches)
   local counts, total = {}, 0
-  for e = 1, #edits do
-    local matches = edits[e].matches
+  local function add(matches)
     for k = 1, #matches do
       local code = matches[k].code
       counts[code] = (counts[code] or 0) + 1
     end
     total = total + #matches
+  end
+  for e = 1, #edits do
+    add(edits[e].matches)
+  end
+  for _, matches in pairs(text_matches) do
+    add(matches)
   end
   local parts = {}
   for code, n in pairs(counts) do
@@ -228,27 +249,47 @@ function _M:scope(api_key, authorization, scope_value)
   return scope_mod.from_value(self.scope_secret, scope_mod.credential(api_key, authorization))
 end
 
--- Masks a whole request body. api_key and authorization (either may be nil) choose the token
--- scope under scope_by "credential", scope_value (the scope_header's value) under "header".
--- Returns the body to forward, or nil and a failure. The body comes back masked when
--- st.originals is set afterwards; otherwise it is the body as it came (nothing to mask, or the
--- store failed under fail_mode "open", recorded as st.fail_open and st.store_error).
-function _M:mask_body(st, body, api_key, authorization, scope_value)
+-- Masks a whole request body and the request headers (aws_masker.request_headers) with one
+-- store call. api_key and authorization (either may be nil) choose the token scope under
+-- scope_by "credential", scope_value (the scope_header's value) under "header"; headers (nil:
+-- none) maps names to a value or a list of values. Returns the body to forward, or nil and a
+-- failure. The body comes back masked when st.body_masked is set afterwards, st.headers holds
+-- the headers to replace upstream (name -> value or list); otherwise the request goes as it
+-- came (nothing to mask, or the store failed under fail_mode "open", recorded as st.fail_open
+-- and st.store_error). st.originals is set whenever anything was masked.
+function _M:mask_body(st, body, api_key, authorization, scope_value, headers)
   -- Refused whether or not the body holds an identifier: a client that has no scope header
   -- must find out at once, not on its first identifier.
-  if self.scope_header and (not scope_value or scope_value == "") then
+  if self.scope_header and not st.scope and (not scope_value or scope_value == "") then
     return reject(st, 400, self.no_scope)
   end
   if #body > self.max_body_bytes then
     return reject(st, 413, self.too_large)
   end
   st.bytes_in = #body
-  if body == "" then
+  -- Kept for the response too: the thinking blocks it delivers are recorded under it.
+  -- st.scope set already: a scope the adapter chose (the canary's).
+  local scope = st.scope or self:scope(api_key, authorization, scope_value)
+  st.scope = scope
+
+  local texts, err, client_error
+  if headers then
+    texts, err, client_error = request_headers.texts(headers, self.catalog)
+    if not texts then
+      st.log_apart = true
+      if client_error then
+        return reject(st, 400, err)
+      end
+      return reject(st, 500, "masking failed: " .. err)
+    end
+  end
+  if body == "" and not (texts and texts[1]) then
     return body
   end
 
   local start = st.started
-  local plan, err, client_error = json_body.scan(body, self.catalog)
+  local plan
+  plan, err, client_error = json_body.scan(body ~= "" and body or nil, self.catalog, texts)
   if not plan then
     if client_error then
       return reject(st, 400, err)
@@ -256,16 +297,17 @@ function _M:mask_body(st, body, api_key, authorization, scope_value)
     return reject(st, 500, "masking failed: " .. err)
   end
   st.scan_ms = elapsed_ms(start)
+  -- An engine may write header values beside the request's log lines (nginx: Referer).
+  st.log_apart = st.log_apart or next(plan.text_matches) ~= nil
 
-  local findings = plan.findings
-  if #findings == 0 then
+  local findings, digests = plan.findings, plan.digests
+  if #findings == 0 and #digests == 0 then
     return body
   end
 
-  local scope = self:scope(api_key, authorization, scope_value)
   local store_start = ngx_now()
-  local tokens
-  tokens, err = self.store:assign(scope, findings)
+  local tokens, known
+  tokens, err, known = self.store:assign(scope, findings, digests)
   st.store_ms = elapsed_ms(store_start)
   if not tokens then
     st.store_error = err
@@ -275,27 +317,47 @@ function _M:mask_body(st, body, api_key, authorization, scope_value)
     end
     return reject(st, 503, "the mapping store is unavailable; the request was not forwarded")
   end
+  st.thinking_checked = #digests
+  for i = 1, #digests do
+    if not (known and known[digests[i]]) then
+      return reject(st, 400, thinking.UNKNOWN)
+    end
+  end
 
   local masked = json_body.rewrite(plan, tokens)
+  st.body_masked = #plan.edits > 0
+  if texts then
+    st.headers = request_headers.masked(headers, texts, plan, tokens)
+  end
   local originals = {}
   for i = 1, #findings do
     originals[tokens[i]] = findings[i].value
   end
   st.originals = originals
-  st.types, st.masked = count_types(plan.edits)
+  st.types, st.masked = count_types(plan.edits, plan.text_matches)
   st.distinct = #findings
   st.mask_ms = elapsed_ms(start)
   return masked
 end
 
--- Decides from the response headers whether the response is restored, and prepares for it.
--- Returns true when its body will be rewritten (the adapter must drop Content-Length).
-function _M.restore_start(st, content_type, content_encoding)
-  if not st.originals then
-    return false
+-- A Content-Encoding name fit for a message: the header comes from the upstream, not from us.
+local function coding_name(name)
+  if #name > 40 or find(name, "[^%w%-%.,; ]") then
+    return "an unknown"
   end
-  if content_encoding and lower(content_encoding) ~= "identity" then
-    st.response_encoded = true -- tokens stay in the response: it cannot be read
+  return name
+end
+
+-- Decides from the response headers whether the response is restored, and prepares for it.
+-- Returns true when the body will be rewritten: it leaves restored and decoded, so the adapter
+-- drops Content-Length and Content-Encoding. Returns false and a failure when a readable
+-- answer comes in an encoding the gateway cannot decode: its tokens could not be restored, so
+-- the adapter answers failure.status as JSON (both headers dropped) and restore_chunk sends
+-- failure.body in place of the answer. Otherwise false: the answer passes as it came.
+function _M.restore_start(st, content_type, content_encoding)
+  st.restorer, st.stream, st.decoder, st.replacement, st.done = nil, nil, nil, nil, nil
+  st.chunks = nil
+  if not st.originals then
     return false
   end
 
@@ -306,15 +368,42 @@ function _M.restore_start(st, content_type, content_encoding)
     return false
   end
 
+  local coding, unsupported = inflate.coding(content_encoding)
+  if not coding then
+    st.response_encoded = true
+    local _, failure = reject(st, 502, "the upstream answered in " .. coding_name(unsupported)
+      .. " encoding, which the gateway cannot decode; the answer could not be restored")
+    st.replacement = failure.body
+    return false, failure
+  end
+  if coding ~= "identity" then
+    st.decoder = inflate.new(coding)
+    st.response_decoded = coding
+  end
+
   local restorer = unmask.new(st.originals)
   st.restorer = restorer
   st.stream = stream and sse.new(restorer) or nil
   return true
 end
 
--- Restores a whole response body (JSON, or text). On failure the body passes as it came and
--- the error is kept for the log line.
-function _M.restore_body(st, body)
+-- Ends a response whose encoded body turned out corrupt or truncated: the headers are gone, so
+-- the error goes where the body was, in the body's own form (an SSE error event after the
+-- events already sent, or an error document in place of a JSON body).
+local function decode_failed(st, err)
+  st.restore_error = err
+  st.decode_failed = true
+  st.done = true
+  local body = errors.body(502, err .. "; the answer could not be restored")
+  local stream = st.stream
+  if not stream then
+    return body, true
+  end
+  local tail = stream:finish(true) or ""
+  return tail .. "event: error\ndata: " .. body .. "\n\n", true
+end
+
+local function restore_json(st, body)
   local out, err = st.restorer:json_body(body)
   if not out then
     st.restore_error = err
@@ -323,10 +412,47 @@ function _M.restore_body(st, body)
   return out
 end
 
+-- Restores a whole response body (JSON, or text), decoding it first when it is compressed. On
+-- failure to restore, the body passes as it came and the error is kept for the log line; a
+-- body that cannot be decoded is replaced by an error document.
+function _M.restore_body(st, body)
+  if st.replacement then
+    st.done = true
+    return st.replacement
+  end
+  local decoder = st.decoder
+  if decoder then
+    local decoded, err = decoder:feed(body, true)
+    if not decoded then
+      return (decode_failed(st, err))
+    end
+    body = decoded
+  end
+  return restore_json(st, body)
+end
+
 -- Takes the next chunk of the response body (eof: it is the last). Returns what to send now:
 -- for a stream, the events complete so far (possibly ""); for a whole body, nil until the last
--- chunk, then the restored body.
+-- chunk, then the restored body. A compressed body is decoded chunk by chunk first. A second
+-- value true means the body ends here: the adapter sets its end-of-body flag, and any later
+-- chunk returns "" (an error was sent in place of the rest).
 function _M.restore_chunk(st, chunk, eof)
+  if st.done then
+    return ""
+  end
+  if st.replacement then
+    st.done = true
+    return st.replacement, true
+  end
+  local decoder = st.decoder
+  if decoder then
+    local err
+    chunk, err = decoder:feed(chunk, eof)
+    if not chunk then
+      return decode_failed(st, err)
+    end
+  end
+
   local stream = st.stream
   if stream then
     local out, err = stream:feed(chunk)
@@ -360,12 +486,28 @@ function _M.restore_chunk(st, chunk, eof)
   end
   local body = concat(chunks, "", 1, st.nchunks)
   st.chunks = nil
-  return _M.restore_body(st, body)
+  return restore_json(st, body)
 end
 
--- Whether the response is restored at all (restore_start said yes).
+-- restore_chunk for the body filter of nginx and Kong: takes the chunk and the end-of-body flag
+-- from arg (ngx.arg), puts back what to send and, when the body ends early, the flag.
+function _M.restore_arg(st, arg)
+  local out, eof = _M.restore_chunk(st, arg[1], arg[2])
+  arg[1] = out
+  if eof then
+    arg[2] = true
+  end
+end
+
+-- Whether the body filter has work: the response is restored (restore_start said yes) or
+-- replaced by restore_start's failure.
 function _M.restoring(st)
-  return st.restorer ~= nil
+  return st.restorer ~= nil or st.replacement ~= nil
+end
+
+-- Whether the response is replaced by an error (sent through restore_chunk, never buffered).
+function _M.replacing(st)
+  return st.replacement ~= nil
 end
 
 -- Whether the response is an event stream (restored chunk by chunk, never buffered whole).
@@ -382,12 +524,13 @@ function _M.restore_counts(st)
   return restorer.restored, restorer.unknown
 end
 
--- The request's key=value log line and its level: "err" when masking or restoring failed,
+-- The request's key=value log line and its level: "err" when masking, decoding or restoring
+-- failed,
 -- "warn" when that failure was let through by fail_mode "open", else "notice".
 function _M.log_line(st, status)
   local restored, unknown = _M.restore_counts(st)
   local level = "notice"
-  if st.store_error or st.restore_error then
+  if st.store_error or st.restore_error or st.response_encoded then
     level = st.fail_open and "warn" or "err"
   end
   -- One concatenation: a single string is built, no table per request.
@@ -398,10 +541,14 @@ function _M.log_line(st, status)
     .. " scan_ms=" .. format("%.2f", st.scan_ms or 0)
     .. " store_ms=" .. format("%.2f", st.store_ms or 0)
     .. " mask_ms=" .. format("%.2f", st.mask_ms or 0)
+    .. (st.thinking_checked and st.thinking_checked > 0
+      and (" thinking_checked=" .. st.thinking_checked) or "")
+    .. (st.thinking and (" thinking_blocks=" .. st.thinking.blocks) or "")
     .. (st.stream and " stream=1" or "")
     .. (st.fail_open and " fail_open=1" or "")
     .. (st.body_file and " body_file=1" or "")
     .. (st.response_encoded and " response_encoded=1" or "")
+    .. (st.response_decoded and (" decoded=" .. st.response_decoded) or "")
     .. (st.error and (' error="' .. st.error .. '"') or "")
     .. (st.store_error and (' store_error="' .. st.store_error .. '"') or "")
     .. (st.restore_error and (' restore_error="' .. st.restore_error .. '"') or ""), level

@@ -50,6 +50,8 @@ function _M.new(restorer)
     carries = {},  -- content block index -> { kind =, field =, text = }
     find_ctx = {},
     oversized = 0,
+    out = {},  -- the events of one feed, sent = how many
+    sent = 0,
   }, mt)
 end
 
@@ -100,6 +102,7 @@ local function data_value(ev)
   end
   return first, last
 end
+_M.data_value = data_value
 
 local function number_text(n)
   if n == floor(n) and n >= 0 and n < 2 ^ 53 then
@@ -222,28 +225,26 @@ local function process_event(self, ev)
   return self.restorer:json_text(ev)
 end
 
--- Takes the next chunk of the stream, returns what can be sent now (possibly "").
-function _M:feed(chunk)
-  local buf = self.pending
+-- Appends chunk to what holder keeps (holder.pending, holder.search_from) and calls
+-- each(arg, event) for every whole event, in order; keeps the unfinished rest. Returns true,
+-- or nil and the error of the first call of each that returned nil, err.
+function _M.cut(holder, chunk, each, arg)
+  local buf = holder.pending
   if chunk and chunk ~= "" then
     buf = buf .. chunk
   end
 
-  local out, n, pos = nil, 0, 1
-  local from = self.search_from
+  local pos, from = 1, holder.search_from
   while true do
     local stop, scanned = event_end(buf, from)
     if not stop then
       from = scanned
       break
     end
-    local ev, err = process_event(self, sub(buf, pos, stop))
-    if not ev then
+    local ok, err = each(arg, sub(buf, pos, stop))
+    if not ok then
       return nil, err
     end
-    out = out or {}
-    n = n + 1
-    out[n] = ev
     pos = stop + 1
     from = pos
   end
@@ -255,26 +256,50 @@ function _M:feed(chunk)
   if from < 1 then
     from = 1
   end
+  holder.pending, holder.search_from = buf, from
+  return true
+end
 
+local function send_event(self, ev)
+  local out, err = process_event(self, ev)
+  if not out then
+    return nil, err
+  end
+  local n = self.sent + 1
+  self.out[n], self.sent = out, n
+  return true
+end
+
+-- Takes the next chunk of the stream, returns what can be sent now (possibly "").
+function _M:feed(chunk)
+  self.sent = 0
+  local ok, err = _M.cut(self, chunk, send_event, self)
+  if not ok then
+    return nil, err
+  end
+
+  local buf = self.pending
   if #buf > _M.MAX_EVENT_BYTES then
     self.oversized = self.oversized + 1
-    local ev = self.restorer:text(buf) or buf
-    out = out or {}
-    n = n + 1
-    out[n] = ev
-    buf, from = "", 1
+    self.sent = self.sent + 1
+    self.out[self.sent] = self.restorer:text(buf) or buf
+    self.pending, self.search_from = "", 1
   end
 
-  self.pending, self.search_from = buf, from
-  if not out then
+  if self.sent == 0 then
     return ""
   end
-  return concat(out, "", 1, n)
+  return concat(self.out, "", 1, self.sent)
 end
 
 -- Ends the stream: returns the unterminated last event, if any, and every held carry.
-function _M:finish()
+-- discard_partial: the stream broke off (its source is corrupt), so the unterminated event is
+-- dropped rather than passed on as if it were whole.
+function _M:finish(discard_partial)
   local out = ""
+  if discard_partial then
+    self.pending, self.search_from = "", 1
+  end
   if self.pending ~= "" then
     local err
     out, err = process_event(self, self.pending)

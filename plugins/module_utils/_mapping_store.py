@@ -7,6 +7,7 @@ Keys (docs/ARCHITECTURE.md, "Mapping store"), all strings with a sliding TTL:
     aws_masker:{<scope>}:o:<sha1(code "\\0" original)>  -> token
     aws_masker:{<scope>}:t:<token>                      -> original
     aws_masker:{<scope>}:seq:<CODE>                     -> last number issued
+    aws_masker:{<scope>}:th:<digest>                    -> 1: a thinking block delivered
 
 Keys are walked with SCAN, never KEYS, so a large store never blocks the gateway. Nothing here
 returns or logs a stored value: results carry counts, scope ids (already hashes) and token
@@ -35,10 +36,10 @@ else:
     REDIS_IMPORT_ERROR = None
 
 KEY_PREFIX = "aws_masker:"
-KEY_RE = re.compile(r"^aws_masker:\{([0-9a-f]+)\}:(o|t|seq):(.+)$")
+KEY_RE = re.compile(r"^aws_masker:\{([0-9a-f]+)\}:(o|t|seq|th):(.+)$")
 TOKEN_RE = re.compile(r"^AWS_([A-Z][A-Z0-9_]*)_([0-9]{6})$")
 SCOPE_RE = re.compile(r"^[0-9a-f]{1,64}$")
-KINDS = {"o": "originals", "t": "tokens", "seq": "sequences"}
+KINDS = {"o": "originals", "t": "tokens", "seq": "sequences", "th": "thinking_blocks"}
 
 # Raises a sequence to the backup's number, never lowers it, and keeps the key's TTL. A lower
 # live number would only make the gateway retry numbers the restored tokens hold.
@@ -124,6 +125,7 @@ def _new_counts():
         "originals": 0,
         "tokens": 0,
         "sequences": 0,
+        "thinking_blocks": 0,
         "keys_without_ttl": 0,
     }
 
@@ -525,7 +527,7 @@ def _plan_restore(records, live):
                 originals[key] = current
 
     for record in pending_pairs:
-        scope, _, digest = parse_key(record["key"])
+        scope, _code, digest = parse_key(record["key"])
         token = record["value"]
         code = token_code(token)
         token_key = KEY_PREFIX + "{" + scope + "}:t:" + token

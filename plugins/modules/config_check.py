@@ -144,7 +144,7 @@ checks:
     - name: port edge 8085
       status: pass
       evidence: held by our program (nginx, pid 4242)
-      section: 1. Service Startup Issues / Port Conflicts
+      section: 1. Service Startup Issues / Container Keeps Restarting / Port Conflicts
       remedy: ""
 failed_checks:
   description: Names of the checks with status C(fail).
@@ -163,14 +163,7 @@ from collections import Counter  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (  # noqa: E402
-    SECTION_CONFIG,
-    SECTION_KONG,
-    SECTION_NGINX,
-    SECTION_PLUGIN,
-    SECTION_PORTS,
-    SECTION_REDIS,
-    check,
-    scrub,
+    make_check as check,
 )
 from ansible_collections.aws_masking.gateway.plugins.module_utils.aws_masker_engine import (  # noqa: E402
     Catalog,
@@ -196,6 +189,14 @@ LUA_COMPILE = (
 )
 
 
+def scrub(text, secrets):
+    """``text`` with every secret value replaced by ``[REDACTED]``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
 def entropy_bits(value):
     counts = Counter(value)
     per_char = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
@@ -206,13 +207,13 @@ def check_api_key(key):
     name = "Anthropic API key shape"
     if key is None:
         return check(name, "skip", "no key configured: the gateway passes each client's own key",
-                     SECTION_CONFIG)
+                     "startup_config")
     if API_KEY_RE.match(key):
         return check(name, "pass", f"has the sk-ant-<kind>-... shape, {len(key)} characters",
-                     SECTION_CONFIG)
-    return check(name, "fail", f"does not have the sk-ant-<kind>-... shape ({len(key)} characters)",
-                 SECTION_CONFIG, "Fix the ANTHROPIC_API_KEY format: set the key from the Anthropic "
-                 "console, best from Ansible Vault")
+                     "startup_config")
+    return check(name, "fail", f"does not have the sk-ant-<kind>-... shape ({len(key)} "
+                 "characters)", "startup_config", "Fix the ANTHROPIC_API_KEY format: set the key "
+                 "from the Anthropic console, best from Ansible Vault")
 
 
 def check_redis_password(password, path, min_length, min_bits):
@@ -220,17 +221,17 @@ def check_redis_password(password, path, min_length, min_bits):
     if password is None:
         if not path or not os.path.isfile(path):
             return check(name, "skip", f"{path or 'no password file'} does not exist yet; the "
-                         "redis role generates one on the first deploy", SECTION_CONFIG), None
+                         "redis role generates one on the first deploy", "startup_config"), None
         with open(path, encoding="utf-8") as handle:
             password = handle.read().strip()
     bits = entropy_bits(password) if password else 0.0
     evidence = f"{len(password)} characters, about {int(bits)} bits of entropy"
     if len(password) < min_length or bits < min_bits:
         return check(name, "fail", f"{evidence}; wanted at least {min_length} characters and "
-                     f"{min_bits} bits", SECTION_CONFIG, "Correct REDIS_PASSWORD: set "
+                     f"{min_bits} bits", "startup_config", "Correct REDIS_PASSWORD: set "
                      "redis_password to a long random value (or leave it empty to have one "
                      "generated)"), password
-    return check(name, "pass", evidence, SECTION_CONFIG), password
+    return check(name, "pass", evidence, "startup_config"), password
 
 
 def _listeners(port):
@@ -270,16 +271,16 @@ def check_port(entry, manager="supervisor"):
     name = f"port {entry['name']} {entry['port']}"
     if psutil is None:
         return check(name, "skip", "psutil is not installed for the Python Ansible uses here",
-                     SECTION_PORTS)
+                     "startup_ports")
     held = _listeners(entry["port"])
     if not held:
-        return check(name, "pass", "free", SECTION_PORTS)
+        return check(name, "pass", "free", "startup_ports")
     pids = sorted({conn.pid for conn in held if conn.pid})
     main_pid = program_pid(manager, entry["program"])
     ours = [pid for pid in pids if _owned_by(pid, entry["owner"], main_pid)]
     if ours and len(ours) == len(pids):
         return check(name, "pass", f"held by our {entry['name']} program (pid "
-                     f"{', '.join(map(str, ours))})", SECTION_PORTS)
+                     f"{', '.join(map(str, ours))})", "startup_ports")
     others = []
     for pid in pids:
         if pid in ours:
@@ -289,13 +290,13 @@ def check_port(entry, manager="supervisor"):
         except psutil.Error:
             others.append(f"pid {pid}")
     holder = ", ".join(others) or "a process this account cannot see"
-    return check(name, "fail", f"held by {holder}", SECTION_PORTS,
+    return check(name, "fail", f"held by {holder}", "startup_ports",
                  f"Stop the conflicting process (ss -ltnp sport = :{entry['port']}) or change "
                  "the port in the inventory")
 
 
 def check_nginx(binary, entry, secrets):
-    section = SECTION_NGINX if entry["name"] == "edge" else SECTION_KONG
+    section = "nginx_proxy" if entry["name"] == "edge" else "gateway_admin"
     name = f"{entry['name']} nginx configuration"
     if not os.path.isfile(entry["path"]):
         return check(name, "skip", f"{entry['path']} is not rendered yet", section)
@@ -314,7 +315,7 @@ def check_nginx(binary, entry, secrets):
 def check_redis_config(path, port):
     name = "Redis configuration"
     if not path or not os.path.isfile(path):
-        return check(name, "skip", f"{path or 'no file'} is not rendered yet", SECTION_REDIS)
+        return check(name, "skip", f"{path or 'no file'} is not rendered yet", "redis_connection")
     directives = Counter()
     values = {}
     with open(path, encoding="utf-8") as handle:
@@ -342,16 +343,16 @@ def check_redis_config(path, port):
     if twice:
         problems.append(f"set twice: {', '.join(twice)}")
     if problems:
-        return check(name, "fail", "; ".join(problems), SECTION_REDIS,
+        return check(name, "fail", "; ".join(problems), "redis_connection",
                      "Redeploy the redis role; check redis_port and redis_password")
     return check(name, "pass", f"{path}: port {values.get('port')}, password set, "
-                 f"policy {policy or 'default'}", SECTION_REDIS)
+                 f"policy {policy or 'default'}", "redis_connection")
 
 
 def check_catalog(path):
     name = "pattern catalog loads"
     if not path or not os.path.isfile(path):
-        return check(name, "skip", f"{path or 'no file'} is not deployed yet", SECTION_PLUGIN)
+        return check(name, "skip", f"{path or 'no file'} is not deployed yet", "plugin")
     try:
         with open(path, encoding="utf-8") as handle:
             if path.endswith(".json"):
@@ -362,21 +363,21 @@ def check_catalog(path):
                 data = yaml.safe_load(handle)
         catalog = Catalog.from_data(data)
     except (OSError, ValueError, CatalogError, ImportError) as exc:
-        return check(name, "fail", f"{path}: {exc}", SECTION_PLUGIN,
+        return check(name, "fail", f"{path}: {exc}", "plugin",
                      "Redeploy the gateway role to put the collection's catalog back")
     return check(name, "pass", f"{path}: {len(catalog.patterns)} patterns compile",
-                 SECTION_PLUGIN)
+                 "plugin")
 
 
 def check_lua(lua_dir):
     name = "Lua plugin syntax"
     if not lua_dir or not os.path.isdir(lua_dir):
         return check(name, "skip", f"{lua_dir or 'no directory'} is not deployed yet",
-                     SECTION_PLUGIN)
+                     "plugin")
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(lua_dir)
                    for f in names if f.endswith(".lua"))
     if not files:
-        return check(name, "fail", f"no .lua file under {lua_dir}", SECTION_PLUGIN,
+        return check(name, "fail", f"no .lua file under {lua_dir}", "plugin",
                      "Redeploy the gateway role")
     luajit = shutil.which("luajit")
     if luajit:
@@ -386,15 +387,15 @@ def check_lua(lua_dir):
     else:
         luac = shutil.which("luac5.1") or shutil.which("luac")
         if not luac:
-            return check(name, "skip", "neither luajit nor luac is installed", SECTION_PLUGIN)
+            return check(name, "skip", "neither luajit nor luac is installed", "plugin")
         done = subprocess.run([luac, "-p", *files], capture_output=True, text=True,
                               check=False, timeout=120)
         tool = os.path.basename(luac)
     if done.returncode == 0:
-        return check(name, "pass", f"{len(files)} files compile ({tool})", SECTION_PLUGIN)
+        return check(name, "pass", f"{len(files)} files compile ({tool})", "plugin")
     output = (done.stdout + done.stderr).strip().splitlines()
     return check(name, "fail", "; ".join(output[:3]) or f"{tool} exit {done.returncode}",
-                 SECTION_PLUGIN, "A plugin file is damaged: redeploy the gateway role or roll "
+                 "plugin", "A plugin file is damaged: redeploy the gateway role or roll "
                  "back (playbooks/rollback.yml)")
 
 

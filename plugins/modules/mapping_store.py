@@ -34,8 +34,9 @@ notes:
     may survive it; stop the gateway first to be sure every mapping is gone.
   - O(scope) and O(ttl) do not apply to O(action=restore), which restores every key in O(src).
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - aws_masking.gateway.attributes
   - aws_masking.gateway.redis_connection
 attributes:
   check_mode:

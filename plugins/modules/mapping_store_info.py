@@ -13,8 +13,9 @@ description:
     original value and no token mapping ever leaves Redis through this module.
   - Read-only.
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - aws_masking.gateway.attributes
   - aws_masking.gateway.redis_connection
 attributes:
   check_mode:
@@ -67,6 +68,9 @@ totals:
     sequences:
       description: C(seq:) keys (last number issued per scope and code).
       type: int
+    thinking_blocks:
+      description: C(th:) keys (digests of thinking blocks the gateway delivered to the scope).
+      type: int
     keys_without_ttl:
       description: Keys that never expire; the gateway gives every key a TTL, so any is a fault.
       type: int
@@ -81,6 +85,7 @@ totals:
     originals: 3
     tokens: 3
     sequences: 1
+    thinking_blocks: 0
     keys_without_ttl: 0
     unrecognised: 0
     scopes: 1
@@ -94,6 +99,7 @@ scopes:
       originals: 3
       tokens: 3
       sequences: 1
+      thinking_blocks: 0
       keys_without_ttl: 0
 token_codes:
   description: Number of tokens of each token code, over the scopes walked.

@@ -22,16 +22,16 @@ STUB_URL = "http://127.0.0.1:8099"
 HOST = "gateway-local"
 
 
-def run_playbook(playbook, tmp_dir, extravars=None, check=False):
+def run_playbook(playbook, tmp_dir, extravars=None, cmdline=None):
     tmp_dir.mkdir(parents=True, exist_ok=True)
     result = ansible_runner.run(
-        cmdline="--check" if check else None,
         private_data_dir=str(tmp_dir),
         project_dir=str(REPO),
         playbook=str(REPO / "playbooks" / playbook),
         inventory=str(REPO / "inventories" / "local"),
         extravars=extravars or {},
         envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+        cmdline=cmdline,
         quiet=True,
     )
     return result

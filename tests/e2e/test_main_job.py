@@ -82,6 +82,20 @@ def test_describe_instances_is_masked_upstream_and_restored(client, stub, stream
     assert reply == text
 
 
+@pytest.mark.parametrize(("encoding", "stream"), [("gzip", False), ("deflate", True)],
+                         ids=["gzip_json", "deflate_sse"])
+def test_answer_the_upstream_compressed_anyway_is_restored(client, stub, encoding, stream):
+    text = "Stop i-0a1b2c3d4e5f67890 in vpc-a01106c2 for account 123456789012."
+    stub.clear()
+    steered = client.with_options(default_headers={"x-stub-content-encoding": encoding,
+                                                   "x-stub-chunk-size": "11"})
+
+    reply = send(steered, text, stream)
+
+    assert "AWS_EC2_" in last_user_text(stub.received()[-1])
+    assert reply == text
+
+
 @pytest.mark.parametrize("path", text_files("real") + text_files("negative"),
                          ids=lambda p: p.name)
 def test_corpus_file_through_gateway(client, stub, path, tmp_path):

@@ -72,7 +72,7 @@ def restarted_programs(result):
 
 def test_validate_passes_reads_only_and_reports_the_shared_shape(deployment, tmp_path):
     result = ok_run(run_playbook("validate.yml", tmp_path / "run"))
-    checked = ok_run(run_playbook("validate.yml", tmp_path / "check", check=True))
+    checked = ok_run(run_playbook("validate.yml", tmp_path / "check", cmdline="--check"))
 
     assert changed(result) == 0
     assert changed(checked) == 0
@@ -92,7 +92,7 @@ def test_validate_passes_reads_only_and_reports_the_shared_shape(deployment, tmp
 def test_restart_check_mode_restarts_nothing_and_one_service_restarts(deployment, tmp_path):
     before = pids()
 
-    checked = ok_run(run_playbook("restart.yml", tmp_path / "check", check=True))
+    checked = ok_run(run_playbook("restart.yml", tmp_path / "check", cmdline="--check"))
     assert changed(checked) == 0
     assert pids() == before
 
@@ -124,7 +124,7 @@ def test_rollback_restores_the_previous_release_byte_for_byte(deployment, tmp_pa
         assert str(newest["variables"]["gateway_mapping_ttl_seconds"]) == "7200"
 
         # Check mode predicts the restore (changed) and touches nothing.
-        checked = ok_run(run_playbook("rollback.yml", tmp_path / "check", check=True,
+        checked = ok_run(run_playbook("rollback.yml", tmp_path / "check", cmdline="--check",
                                       extravars={"rollback_confirm": True}))
         assert changed(checked) > 0
         assert restarted_programs(checked) == []
@@ -166,7 +166,7 @@ def test_diagnostics_archive_holds_no_secret_and_no_corpus_identifier(deployment
     corpus_log.write_text(body, encoding="utf-8")
     dest = tmp_path / "out"
     try:
-        checked = ok_run(run_playbook("diagnostics.yml", tmp_path / "check", check=True,
+        checked = ok_run(run_playbook("diagnostics.yml", tmp_path / "check", cmdline="--check",
                                       extravars={"diagnostics_dest": str(dest)}))
         assert changed(checked) == 0
         assert not dest.exists()

@@ -1,6 +1,7 @@
 local catalog = require "aws_masker.catalog"
 local json_body = require "aws_masker.json_body"
 local json_string = require "aws_masker.json_string"
+local thinking = require "aws_masker.thinking"
 
 -- Tokens as the store would issue them, numbered by first appearance.
 local function fake_tokens(plan)
@@ -67,9 +68,9 @@ describe("json_body", function()
 
   it("does not touch structural values, assistant thinking blocks nor base64 data", function()
     local raw = '{"model":"claude-x","messages":[{"role":"assistant","content":['
-      .. '{"type":"thinking","thinking":"i-0a1b2c3d","signature":"i-0a1b2c3d"},'
-      .. '{"signature":"x","thinking":"i-11111111 first","type":"thinking"},'
-      .. '{"type":"redacted_thinking","data":"i-0a1b2c3d"}]},'
+      .. '{"type":"thinking","thinking":"AWS_EC2_000009","signature":"c2ln"},'
+      .. '{"signature":"x","thinking":"AWS_EC2_000008 first","type":"thinking"},'
+      .. '{"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix/LafPsn4a"}]},'
       .. '{"role":"user","content":['
       .. '{"type":"image","source":{"type":"base64","media_type":"image/png",'
       .. '"data":"aS0wYTFiMmMzZA=="}},'
@@ -79,10 +80,10 @@ describe("json_body", function()
     local doc = require("cjson").decode(out)
     local blocks = doc.messages[1].content
     assert.equal("claude-x", doc.model)
-    assert.equal("i-0a1b2c3d", blocks[1].thinking)
-    assert.equal("i-0a1b2c3d", blocks[1].signature)
-    assert.equal("i-11111111 first", blocks[2].thinking)
-    assert.equal("i-0a1b2c3d", blocks[3].data)
+    assert.equal("AWS_EC2_000009", blocks[1].thinking)
+    assert.equal("c2ln", blocks[1].signature)
+    assert.equal("AWS_EC2_000008 first", blocks[2].thinking)
+    assert.equal("EmwKAhgBEgy3va3pzix/LafPsn4a", blocks[3].data)
     blocks = doc.messages[2].content
     assert.equal("aS0wYTFiMmMzZA==", blocks[1].source.data)
     assert.equal("AWS_EC2_000001", blocks[2].source.data)
@@ -219,7 +220,7 @@ describe("json_body repeated originals", function()
         .. '{"role":"assistant","content":[{"type":"text","text":"the owning one is 493827165012"},'
         .. '{"type":"tool_use","id":"toolu_1","name":"tag","input":{"target":"493827165012",'
         .. '"493827165012":["x 493827165012"]}},'
-        .. '{"type":"thinking","thinking":"493827165012","signature":"s"}]},'
+        .. '{"type":"thinking","thinking":"AWS_ACCOUNT_000001","signature":"s"}]},'
         .. '{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1",'
         .. '"content":"tagged 493827165012"}]}]}'
       local out, plan = mask(raw)
@@ -231,8 +232,24 @@ describe("json_body repeated originals", function()
       assert.equal("the owning one is AWS_ACCOUNT_000001", turn[1].text)
       assert.equal("AWS_ACCOUNT_000001", turn[2].input.target)
       assert.same({ "x AWS_ACCOUNT_000001" }, turn[2].input.AWS_ACCOUNT_000001)
-      assert.equal("493827165012", turn[3].thinking) -- assistant thinking passes untouched
+      assert.equal("AWS_ACCOUNT_000001", turn[3].thinking) -- assistant thinking passes as sent
       assert.equal("tagged AWS_ACCOUNT_000001", doc.messages[3].content[1].content)
+
+      -- The value found elsewhere, in a thinking block, which is never rewritten: the block
+      -- passes only if the gateway delivered it (its digest is looked up), and as it came.
+      local seen = raw:gsub('"thinking":"AWS_ACCOUNT_000001"', '"thinking":"see 493827165012"')
+      local out2, plan2 = mask(seen)
+      assert.same({ thinking.block_digest({ type = "thinking", thinking = "see 493827165012",
+        signature = "s" }) }, plan2.digests)
+      assert.equal("see 493827165012", cjson.decode(out2).messages[2].content[3].thinking)
+      assert.equal(0, #plan.digests)
+
+      -- Elsewhere in the block than its text or signature: refused.
+      local refused, err, client_error = json_body.scan(raw:gsub(
+        '"signature":"s"', '"signature":"s","note":"see 493827165012"'), cat)
+      assert.is_nil(refused)
+      assert.is_true(client_error)
+      assert.matches("thinking block", err)
     end)
 
   it("masks an original a key named elsewhere, and one found behind escapes", function()
@@ -271,6 +288,134 @@ describe("json_body repeated originals", function()
     raw = '{"a":"i-0a1b2c3d","b":"untouched \\u00e9"}'
     out = mask(raw)
     assert.equal('{"a":"AWS_EC2_000001","b":"untouched \\u00e9"}', out)
+  end)
+end)
+
+describe("json_body request gaps", function()
+  local cjson = require "cjson"
+  local cat
+  local function mask(raw) return mask_with(cat, raw) end
+  local function refused(raw, why)
+    local plan, err, client_error = json_body.scan(raw, cat)
+    assert.is_nil(plan, raw)
+    assert.is_true(client_error)
+    assert.matches(why, err)
+    assert.not_matches("AKIA", err)
+  end
+  local function assistant(blocks)
+    return '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":['
+      .. blocks .. ']}]}'
+  end
+  local function tool_input(input)
+    return assistant('{"type":"tool_use","id":"t","name":"n","input":' .. input .. '}')
+  end
+
+  setup(function()
+    cat = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
+  end)
+
+  it("asks for the digest of an assistant thinking block whose text holds an identifier",
+    function()
+      for _, block in ipairs({
+        { type = "thinking", thinking = "host i-0a1b2c3d", signature = "c2ln" },
+        { type = "thinking", thinking = "x", signature = "arn:aws:iam::123456789012:role/A" },
+        { type = "redacted_thinking", data = "EmwKAhg AKIAIOSFODNN7EXAMPLE" },
+      }) do
+        local raw = assistant(cjson.encode(block))
+        local plan = assert(json_body.scan(raw, cat))
+        assert.same({ thinking.block_digest(block) }, plan.digests)
+        assert.equal(0, #plan.findings)
+        assert.equal(raw, json_body.rewrite(plan, {}))
+      end
+      -- Twice the same block: one digest; two blocks: two.
+      local one = '{"type":"thinking","thinking":"10.0.0.0/16","signature":"a"}'
+      local two = '{"type":"thinking","thinking":"10.0.0.0/16","signature":"b"}'
+      assert.equal(1, #assert(json_body.scan(assistant(one .. "," .. one), cat)).digests)
+      assert.equal(2, #assert(json_body.scan(assistant(one .. "," .. two), cat)).digests)
+      -- A block of tokens needs none.
+      assert.same({}, assert(json_body.scan(assistant(
+        '{"type":"thinking","thinking":"AWS_EC2_000001","signature":"s"}'), cat)).digests)
+    end)
+
+  it("refuses an assistant thinking block holding an identifier outside its text", function()
+    for _, block in ipairs({
+      '{"type":"thinking","thinking":"x","signature":"s","i-0a1b2c3d":1}',
+      '{"type":"thinking","thinking":"x","signature":"s","note":["i-0a1b2c3d"]}',
+      '{"type":"redacted_thinking","data":"x","thinking":"i-0a1b2c3d"}',
+      -- Not the shape of a block the API delivers: no digest can vouch for it.
+      '{"type":"thinking","thinking":"host i-0a1b2c3d"}',
+      '{"type":"thinking","thinking":"host i-0a1b2c3d","signature":7}',
+    }) do
+      refused(assistant(block), "thinking block")
+    end
+    refused(assistant('{"type":"thinking","thinking":"x","signature":"s",'
+      .. '"note":{"AccountId":123456789012}}'), "JSON number")
+  end)
+
+  it("passes a thinking block of tokens byte for byte, the rest of the body masked", function()
+    local block = '{"type":"thinking","thinking":"AWS_EC2_000007 in\nAWS_VPC_000002",'
+      .. '"signature":"EqQBCkYIARgCIkCmZ+/x=="}'
+    local raw = '{"messages":[{"role":"user","content":"i-0a1b2c3d"},'
+      .. '{"role":"assistant","content":[' .. block .. ']}]}'
+    local out = mask(raw)
+    assert.truthy(out:find(block, 1, true))
+    assert.equal(1, select(2, out:gsub("AWS_EC2_000001", "")))
+  end)
+
+  it("checks the items of a list under a key as it checks the value of that key", function()
+    local out = mask(tool_input('{"AccountIds":["123456789012",["210987654321"]],'
+      .. '"n":["123456789012"]}'))
+    local input = cjson.decode(out).messages[2].content[1].input
+    assert.same({ "AWS_ACCOUNT_000001", { "AWS_ACCOUNT_000002" } }, input.AccountIds)
+    assert.same({ "AWS_ACCOUNT_000001" }, input.n) -- the value found, repeated
+    refused(tool_input('{"AccountIds": [123456789012, 210987654321]}'), "JSON number")
+    refused(tool_input('{"AccountIds": [1, [ 123456789012 ]]}'), "JSON number")
+    refused('{"metadata":{"owner_ids":[123456789012]}}', "JSON number")
+    local raw = tool_input('{"count": [123456789012, 1.5e3], "n": [[123456789012]]}')
+    assert.equal(raw, (mask(raw)))
+  end)
+
+  it("refuses an identifier written as plain text in base64 data", function()
+    local function image(data)
+      return '{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64",'
+        .. '"media_type":"image/png","data":"' .. data .. '"}}]}]}'
+    end
+    refused(image("iVBORw0KGgo+AKIAIOSFODNN7EXAMPLE+AAAA"), "as plain text")
+    refused(image("AROA1234567890EXAMPLE"), "as plain text")
+    refused(image("iVBORw0KGgo i-0a1b2c3d"), "outside base64")
+    local raw = image(ngx.encode_base64(("\0\255 AKIAIOSFODNN7EXAMPLE "):rep(40)))
+    assert.equal(raw, (mask(raw)))
+  end)
+
+  it("masks a text/plain base64 document in its decoding and encodes it again", function()
+    local function document(data, media)
+      return '{"messages":[{"role":"user","content":[{"type":"document","source":{'
+        .. '"type":"base64","media_type":"' .. media .. '","data":"' .. data .. '"}}]}]}'
+    end
+    local text = "log of i-0a1b2c3d\nkey AKIAIOSFODNN7EXAMPLE\n"
+    local out = mask(document(ngx.encode_base64(text), "text/plain"))
+    local data = cjson.decode(out).messages[1].content[1].source.data
+    assert.equal("log of AWS_EC2_000001\nkey AWS_ACCESS_KEY_000001\n", ngx.decode_base64(data))
+    refused(document("bm90 IGJh", "text/plain; charset=utf-8"), "not valid base64")
+    local pdf = document(ngx.encode_base64("%PDF-1.7 i-0a1b2c3d"), "application/pdf")
+    assert.equal(pdf, (mask(pdf)))
+  end)
+
+  it("masks texts outside the body with the body's findings and tokens", function()
+    local raw = '{"messages":[{"role":"user","content":"account 493827165012 and i-0a1b2c3d"}]}'
+    local texts = { { text = "trace 493827165012", key = "x-trace" },
+      { text = "nothing" }, { text = "vpc-a01106c2 i-0a1b2c3d", key = "x-debug" } }
+    local plan = assert(json_body.scan(raw, cat, texts))
+    local tokens = fake_tokens(plan)
+    assert.equal(3, #plan.findings)
+    assert.equal("trace AWS_ACCOUNT_000001", json_body.rewrite_text(plan, 1, texts[1].text,
+      tokens))
+    assert.equal("nothing", json_body.rewrite_text(plan, 2, texts[2].text, tokens))
+    assert.equal("AWS_VPC_000001 AWS_EC2_000001", json_body.rewrite_text(plan, 3,
+      texts[3].text, tokens))
+    plan = assert(json_body.scan(nil, cat, { { text = "x", key = "x-aws-account-id" },
+      { text = "123456789012", key = "x-aws-account-id" } }))
+    assert.equal(1, #plan.findings)
   end)
 end)
 

@@ -5,9 +5,12 @@
 --   * the global `kong`: only the PDK calls the handler makes, with the signatures and the
 --     behaviour documented for Kong 3.x (kong.request.get_header / get_raw_body,
 --     kong.service.request.clear_header / set_raw_body, kong.response.get_header /
---     clear_header / get_status / get_raw_body / set_raw_body / exit, kong.ctx.plugin,
+--     clear_header / set_header / get_status / set_status / get_raw_body / set_raw_body /
+--     exit, kong.ctx.plugin,
 --     kong.log.<level>); each call is recorded;
 --   * ngx.arg: a plain table standing for the chunk and eof flag of one body_filter call;
+--   * ngx.timer.at, where a spec needs it: the init phase has no timers, so the spec keeps the
+--     timer's function and calls it as nginx would after the phase;
 --   * the mapping store: Redis cannot be reached from nginx's init phase (no cosockets), so a
 --     store object goes in through the pipeline's interface (pipeline.new{ store = ... }).
 
@@ -92,6 +95,22 @@ local function fake_kong(request)
         record("request.get_header", name)
         return request_headers[header_key(name)]
       end,
+      -- Every header, lower-case names, a list for a name sent more than once; at most
+      -- max_headers (1 to 1000), then "truncated" as a second value.
+      get_headers = function(max_headers)
+        record("request.get_headers", max_headers)
+        assert(type(max_headers) == "number" and max_headers >= 1 and max_headers <= 1000,
+          "max_headers must be a number from 1 to 1000")
+        local out, n = {}, 0
+        for name, value in pairs(request_headers) do
+          n = n + 1
+          if n > max_headers then
+            return out, "truncated"
+          end
+          out[name] = value
+        end
+        return out
+      end,
       -- The path and query string as the client sent them.
       get_path_with_query = function()
         record("request.get_path_with_query")
@@ -117,6 +136,21 @@ local function fake_kong(request)
           assert(type(body) == "string", "body must be a string")
           record("service.request.set_raw_body", body)
         end,
+        -- name -> string, or a list of strings for a header sent more than once.
+        set_headers = function(headers)
+          assert(type(headers) == "table", "headers must be a table")
+          for name, value in pairs(headers) do
+            assert(type(name) == "string", "header name must be a string")
+            if type(value) == "table" then
+              for _, item in ipairs(value) do
+                assert(type(item) == "string", "header value must be a string")
+              end
+            else
+              assert(type(value) == "string", "header value must be a string")
+            end
+          end
+          record("service.request.set_headers", headers)
+        end,
       },
     },
     response = {
@@ -131,6 +165,18 @@ local function fake_kong(request)
         assert(type(name) == "string", "header name must be a string")
         record("response.clear_header", name)
         response.headers[header_key(name)] = nil
+      end,
+      set_header = function(name, value)
+        assert(type(name) == "string", "header name must be a string")
+        assert(type(value) == "string", "header value must be a string")
+        record("response.set_header", name, value)
+        response.headers[header_key(name)] = value
+      end,
+      set_status = function(status)
+        assert(type(status) == "number" and status >= 100 and status <= 599,
+          "code must be a number between 100 and 599")
+        record("response.set_status", status)
+        response.status = status
       end,
       -- Buffers the chunks; nil (and ngx.arg[1] = nil) until the last, then the whole body.
       get_raw_body = function()
@@ -205,6 +251,9 @@ local function split(s, size)
   end
   return parts
 end
+
+-- The headers a restored answer drops: it leaves rewritten and uncompressed.
+local RESTORED_HEADERS = { { "Content-Length" }, { "Content-Encoding" } }
 
 local function messages_body(text)
   return cjson.encode({ model = "claude-sonnet-4-5", max_tokens = 64,
@@ -319,6 +368,25 @@ describe("kong.plugins.aws-masker.handler", function()
     assert.same({ { "Accept-Encoding" } }, calls_named(k, "service.request.clear_header"))
     assert.same({}, calls_named(k, "response.exit"))
     assert.equal(#IDENTIFIERS, k.ctx.plugin.state.masked)
+  end)
+
+  it("masks request headers with the body and sets them with set_headers", function()
+    local k = new_request(json_request(messages_body("stop i-0a1b2c3d4e5f67890"),
+      { ["X-Debug"] = { "i-0a1b2c3d4e5f67890", "ok" }, ["Anthropic-Version"] = "2023-06-01" }))
+    handler:access(new_conf(counting_store()))
+    assert.equal(1, #calls_named(k, "service.request.set_raw_body"))
+    assert.same({ { { ["x-debug"] = { "AWS_EC2_000001", "ok" } } } },
+      calls_named(k, "service.request.set_headers"))
+  end)
+
+  it("refuses a request whose headers Kong could not read in full", function()
+    local extra = {}
+    for n = 1, 1001 do
+      extra["x-h" .. n] = "v"
+    end
+    local k = new_request(json_request(messages_body("hi"), extra))
+    handler:access(new_conf(counting_store()))
+    assert.matches("headers", assert_error(k, 400, "invalid_request_error"))
   end)
 
   it("forwards a body without identifiers as it came", function()
@@ -476,7 +544,7 @@ describe("kong.plugins.aws-masker.handler", function()
     k.response_state.headers["content-type"] = "application/json"
     k.response_state.headers["content-length"] = tostring(#upstream)
     handler:header_filter(conf)
-    assert.same({ { "Content-Length" } }, calls_named(k, "response.clear_header"))
+    assert.same(RESTORED_HEADERS, calls_named(k, "response.clear_header"))
 
     local out = run_body_filter(handler, conf, split(upstream, 7))
     local doc = cjson.decode(out)
@@ -494,8 +562,9 @@ describe("kong.plugins.aws-masker.handler", function()
     assert.same({}, calls_named(k, "response.set_raw_body"))
   end)
 
-  it("restores a streamed SSE response chunk by chunk, exactly", function()
-    local conf = new_conf(counting_store())
+  -- A masked request for an instance in a VPC, and the SSE answer to it: its tokens cut
+  -- across deltas (and, by the callers, the deltas across chunks).
+  local function streamed_exchange(conf)
     local forwarded, k = masked_exchange(conf, "Where is " .. IDENTIFIERS[1] .. " in "
       .. IDENTIFIERS[4] .. "?")
     local ec2 = forwarded:match("AWS_EC2_%d+")
@@ -506,50 +575,191 @@ describe("kong.plugins.aws-masker.handler", function()
     local function event(name, data)
       return "event: " .. name .. "\ndata: " .. cjson.encode(data) .. "\n\n"
     end
-    local function delta(kind, field, value)
-      return event("content_block_delta", { type = "content_block_delta", index = 0,
-        delta = { type = kind, [field] = value } })
-    end
-    -- Tokens cut across deltas, and deltas cut across chunks below.
     local answer = { "Instance ", ec2:sub(1, 6), ec2:sub(7), " runs in ", vpc, "." }
     local parts = { event("message_start", { type = "message_start",
       message = { id = "msg_1", type = "message", role = "assistant", content = {} } }),
       event("content_block_start", { type = "content_block_start", index = 0,
         content_block = { type = "text", text = "" } }) }
     for _, piece in ipairs(answer) do
-      parts[#parts + 1] = delta("text_delta", "text", piece)
+      parts[#parts + 1] = event("content_block_delta", { type = "content_block_delta",
+        index = 0, delta = { type = "text_delta", text = piece } })
     end
     parts[#parts + 1] = event("content_block_stop", { type = "content_block_stop", index = 0 })
     parts[#parts + 1] = event("message_stop", { type = "message_stop" })
-    local stream = table.concat(parts)
+    return table.concat(parts), k
+  end
+  local STREAMED_TEXT = "Instance " .. IDENTIFIERS[1] .. " runs in " .. IDENTIFIERS[4] .. "."
+
+  -- The text of the text deltas in an SSE body.
+  local function restored_text(out)
+    local text = {}
+    for data in out:gmatch("data: ([^\n]+)") do
+      local doc = cjson.decode(data)
+      if doc.type == "content_block_delta" then
+        text[#text + 1] = doc.delta.text
+      end
+    end
+    return table.concat(text)
+  end
+
+  it("restores a streamed SSE response chunk by chunk, exactly", function()
+    local conf = new_conf(counting_store())
+    local stream, k = streamed_exchange(conf)
 
     k.response_state.headers["content-type"] = "text/event-stream; charset=utf-8"
     handler:header_filter(conf)
-    assert.same({ { "Content-Length" } }, calls_named(k, "response.clear_header"))
-
-    local function restored_text(out)
-      local text = {}
-      for data in out:gmatch("data: ([^\n]+)") do
-        local doc = cjson.decode(data)
-        if doc.type == "content_block_delta" then
-          text[#text + 1] = doc.delta.text
-        end
-      end
-      return table.concat(text)
-    end
+    assert.same(RESTORED_HEADERS, calls_named(k, "response.clear_header"))
 
     local whole
     for _, size in ipairs({ #stream, 13, 1 }) do
       -- each run is a new response of the same request: reset the stream state
       pipeline.restore_start(k.ctx.plugin.state, "text/event-stream", nil)
       local out = run_body_filter(handler, conf, split(stream, size))
-      assert.equal("Instance " .. IDENTIFIERS[1] .. " runs in " .. IDENTIFIERS[4] .. ".",
-        restored_text(out))
+      assert.equal(STREAMED_TEXT, restored_text(out))
       assert.is_nil(out:find("AWS_", 1, true))
       whole = whole or out
       assert.equal(whole, out) -- the same bytes however the stream was cut
     end
     assert.same({}, calls_named(k, "response.get_raw_body")) -- a stream is never buffered
+  end)
+
+  it("records the thinking blocks it passes on from a timer, under the request's scope",
+    function()
+      local thinking = require "aws_masker.thinking"
+      local block = { type = "thinking", thinking = "use 10.0.0.0/16", signature = "c2ln" }
+      local upstream = cjson.encode({ type = "message", content = { block,
+        { type = "text", text = "ok" } } })
+      local saved = ngx.timer.at
+      for _, failing in ipairs({ false, true }) do
+        local store = counting_store()
+        local written = {}
+        function store.remember_thinking(_, scope, digests)
+          if failing then
+            return nil, "redis connect: connection refused"
+          end
+          written[#written + 1] = { scope, digests }
+          return true
+        end
+        local conf = new_conf(store)
+        -- Nothing to mask: the response is not restored, its blocks are recorded all the same.
+        local k = new_request(json_request(messages_body("nothing to hide")))
+        handler:access(conf)
+        k.response_state.headers["content-type"] = "application/json"
+        handler:header_filter(conf)
+        local timers = {}
+        ngx.timer.at = function(delay, fn, ...) -- luacheck: ignore 122
+          timers[#timers + 1] = { delay, fn, { ... } }
+          return true
+        end
+        local ok, out = pcall(run_body_filter, handler, conf, split(upstream, 9))
+        ngx.timer.at = saved -- luacheck: ignore 122
+        assert(ok, out)
+        assert.equal(upstream, out)
+        assert.equal(1, #timers)
+        assert.equal(0, timers[1][1])
+        timers[1][2](false, unpack(timers[1][3])) -- the timer runs after the phase
+        local scope = k.ctx.plugin.state.scope
+        assert.is_string(scope)
+        if failing then
+          assert.same({}, written)
+          assert.equal("err", k.log_lines[#k.log_lines].level)
+          assert.matches("event=thinking_record blocks=1 error=\"redis connect",
+            k.log_lines[#k.log_lines].line, 1, true)
+        else
+          assert.same({ { scope, { thinking.block_digest(block) } } }, written)
+        end
+      end
+    end)
+
+  local zlib = require "zlib"
+  local function gzip(data)
+    return (zlib.deflate(6, 31)(data, "finish"))
+  end
+
+  it("decodes a gzip JSON response buffered by get_raw_body and sends it plain", function()
+    local conf = new_conf(counting_store())
+    local forwarded, k = masked_exchange(conf, "Describe " .. IDENTIFIERS[1])
+    local token = forwarded:match("AWS_EC2_%d+")
+    local upstream = gzip(cjson.encode({ type = "message",
+      content = { { type = "text", text = token .. " is stopped" } } }))
+    k.response_state.headers["content-type"] = "application/json"
+    k.response_state.headers["content-encoding"] = "gzip"
+    k.response_state.headers["content-length"] = tostring(#upstream)
+    handler:header_filter(conf)
+    assert.same(RESTORED_HEADERS, calls_named(k, "response.clear_header"))
+    assert.is_nil(k.response_state.headers["content-encoding"])
+
+    local out = run_body_filter(handler, conf, split(upstream, 3))
+    assert.equal(IDENTIFIERS[1] .. " is stopped", cjson.decode(out).content[1].text)
+    handler:log(conf)
+    assert.matches(" decoded=gzip", k.log_lines[#k.log_lines].line, 1, true)
+  end)
+
+  -- The streamed exchange with its answer gzip-encoded, past the header_filter phase.
+  local function gzip_stream_exchange(conf)
+    local stream, k = streamed_exchange(conf)
+    k.response_state.headers["content-type"] = "text/event-stream"
+    k.response_state.headers["content-encoding"] = "gzip"
+    handler:header_filter(conf)
+    return gzip(stream), k
+  end
+
+  it("decodes a gzip SSE response chunk by chunk, never buffering it", function()
+    local conf = new_conf(counting_store())
+    local data, k = gzip_stream_exchange(conf)
+    assert.same(RESTORED_HEADERS, calls_named(k, "response.clear_header"))
+
+    for _, size in ipairs({ 1, 5, #data }) do
+      pipeline.restore_start(k.ctx.plugin.state, "text/event-stream", "gzip")
+      local out = run_body_filter(handler, conf, split(data, size))
+      assert.equal(STREAMED_TEXT, restored_text(out))
+      assert.is_nil(out:find("AWS_", 1, true))
+    end
+    assert.same({}, calls_named(k, "response.get_raw_body"))
+  end)
+
+  it("ends a gzip SSE response that breaks off with an SSE error event", function()
+    local conf = new_conf(counting_store())
+    local data = gzip_stream_exchange(conf)
+
+    local saved = rawget(ngx, "arg")
+    local chunks, out, ended_at = split(data:sub(1, #data - 4), 9), {}, nil
+    for i, chunk in ipairs(chunks) do
+      ngx.arg = { chunk, i == #chunks }
+      handler:body_filter(conf)
+      out[#out + 1] = ngx.arg[1] or ""
+      if ngx.arg[2] then
+        ended_at = ended_at or i
+      end
+    end
+    ngx.arg = saved
+    assert.equal(#chunks, ended_at)
+    local body = table.concat(out)
+    assert.equal(STREAMED_TEXT, restored_text(body:gsub("event: error\n.*$", "")))
+    local err = cjson.decode(body:match("event: error\ndata: ([^\n]+)\n\n$"))
+    assert.equal("api_error", err.error.type)
+    assert.matches("truncated", err.error.message, 1, true)
+  end)
+
+  it("answers 502 in place of a br-encoded answer, without reading it", function()
+    local conf = new_conf(counting_store())
+    local _, k = masked_exchange(conf, "Stop " .. IDENTIFIERS[1])
+    k.response_state.headers["content-type"] = "application/json"
+    k.response_state.headers["content-encoding"] = "br"
+    k.response_state.headers["content-length"] = "9"
+    handler:header_filter(conf)
+    assert.same({ { 502 } }, calls_named(k, "response.set_status"))
+    assert.same({ { "Content-Type", "application/json" } },
+      calls_named(k, "response.set_header"))
+    assert.same(RESTORED_HEADERS, calls_named(k, "response.clear_header"))
+
+    local out = run_body_filter(handler, conf, { "\139\0\128", "not read" })
+    local doc = cjson.decode(out)
+    assert.equal("api_error", doc.error.type)
+    assert.matches("answered in br encoding", doc.error.message, 1, true)
+    assert.same({}, calls_named(k, "response.get_raw_body"))
+    handler:log(conf)
+    assert.equal("err", k.log_lines[#k.log_lines].level)
   end)
 
   it("leaves the response of a rejected request alone", function()

@@ -211,6 +211,15 @@ http {{
 """
 
 
+def start_upstream():
+    """The upstream of one gateway, serving in a thread; `received` lists what reached it.
+    Modules that need another upstream replace this function (or Upstream)."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    upstream.received = []
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    return upstream
+
+
 @contextlib.contextmanager
 def running_gateway(tmp_path, body_buffer=MAX_BODY, **overrides):
     procs = []
@@ -225,9 +234,7 @@ def running_gateway(tmp_path, body_buffer=MAX_BODY, **overrides):
         procs.append(redis_proc)
         wait_port(redis_port, redis_proc, "redis-server")
 
-        upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-        upstream.received = []
-        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        upstream = start_upstream()
 
         catalog = yaml.safe_load((REPO / "catalog" / "aws_patterns.yml").read_text())
         (tmp_path / "aws_patterns.json").write_text(json.dumps(catalog))
@@ -348,12 +355,9 @@ def test_same_original_gets_the_same_token_across_requests(gateway):
     assert forwarded_text(gateway, 2) == "other AWS_VPC_000001"
 
 
-def test_sse_stream_is_restored_across_split_events(gateway):
-    status, headers, body = post(gateway, message(USER_TEXT, stream=True))
-    assert status == 200
-    assert headers["Content-Type"].startswith("text/event-stream")
-    assert "AWS_" in forwarded_text(gateway)
-
+def stream_content(body):
+    """An SSE body's text deltas joined, its input_json_delta fragments joined and the type
+    of every event, in order."""
     text, partial, types = "", "", []
     for block in body.decode().split("\n\n"):
         data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
@@ -365,6 +369,16 @@ def test_sse_stream_is_restored_across_split_events(gateway):
             delta = event["delta"]
             text += delta.get("text", "")
             partial += delta.get("partial_json", "")
+    return text, partial, types
+
+
+def test_sse_stream_is_restored_across_split_events(gateway):
+    status, headers, body = post(gateway, message(USER_TEXT, stream=True))
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/event-stream")
+    assert "AWS_" in forwarded_text(gateway)
+
+    text, partial, types = stream_content(body)
     assert text == "You said: " + USER_TEXT
     assert json.loads(partial) == {"text": USER_TEXT}
     assert types[-1] == "message_stop"

@@ -44,7 +44,8 @@ def test_password_strength_without_printing_it(tmp_path):
         item = by_name(result)["Redis password strength"]
         assert (code, item["status"]) == ("SUCCESS", status), output
         assert password not in output
-        assert item["section"] == "1. Service Startup Issues / Configuration Errors"
+        assert item["section"] == ("1. Service Startup Issues / Container Keeps Restarting / "
+                                   "Configuration Errors")
     missing = tmp_path / "none"
     _, result, _ = run_module("config_check", {"redis_password_file": str(missing)})
     assert by_name(result)["Redis password strength"]["status"] == "skip"
@@ -77,7 +78,7 @@ def test_a_port_held_by_another_program_fails_and_ours_passes(listener, tmp_path
     assert checks[f"port taken {listener}"]["status"] == "fail", output
     assert "pid" in checks[f"port taken {listener}"]["evidence"]
     assert checks[f"port taken {listener}"]["section"] == (
-        "1. Service Startup Issues / Port Conflicts")
+        "1. Service Startup Issues / Container Keeps Restarting / Port Conflicts")
     assert checks[f"port ours {listener}"]["status"] == "pass"
     assert checks[f"port free {free_port}"]["status"] == "pass"
     assert result["failed_checks"] == [f"port taken {listener}"]

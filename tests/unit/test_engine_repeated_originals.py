@@ -92,8 +92,8 @@ def test_longer_original_wins_at_the_same_offset_and_leftmost_first():
 
     found = engine.repeated_originals("at 10.0.0.1:8080 or 10.0.0.1", [], originals)
 
-    assert [(m.start, m.end, m.token_code) for m in found] == [(3, 16, "X"),
-                                                                (20, 28, "PRIVATE_IP")]
+    expected = [(3, 16, "X"), (20, 28, "PRIVATE_IP")]
+    assert [(m.start, m.end, m.token_code) for m in found] == expected
 
 
 def test_repeats_take_the_token_of_the_first_finding_and_count():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import io
@@ -523,6 +524,114 @@ def test_gzip_when_the_client_accepts_it(stub):
     events = sse_events(zlib.decompress(dechunk(stream_body)[0], 16 + zlib.MAX_WBITS))
     assert events[-1][0] == "message_stop"
     assert "content-encoding" not in split_response(plain_raw)[0]
+
+
+WINDOWS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+           "deflate": zlib.MAX_WBITS, "deflate-raw": -zlib.MAX_WBITS}
+
+
+def forced_exchange(stub, stream, encoding, **headers):
+    """An answer the stub compresses although the request accepts no encoding: its head and
+    its payload (chunked framing undone)."""
+    raw, _ = raw_exchange(stub.port, json.dumps(message_body("forced é😀", stream)).encode(),
+                          {"x-stub-content-encoding": encoding, **headers})
+    head, body = split_response(raw)
+    return head, dechunk(body)[0] if stream else body
+
+
+def inflate_members(data: bytes, window: int) -> tuple[bytes, int, bool]:
+    """Decodes stream after stream (gzip members); returns the bytes, the streams read to
+    their end and whether the data ended exactly at the end of one."""
+    out, members = b"", 0
+    while data:
+        decoder = zlib.decompressobj(window)
+        out += decoder.decompress(data)
+        if not decoder.eof:
+            return out, members, False
+        members += 1
+        data = decoder.unused_data
+    return out, members, True
+
+
+@pytest.mark.parametrize("encoding", sorted(WINDOWS))
+def test_content_encoding_header_forces_a_compressed_answer(stub, encoding):
+    sent_name = "deflate" if encoding == "deflate-raw" else encoding
+    head, body = forced_exchange(stub, False, encoding)
+    assert f"content-encoding: {sent_name}\r\n" in head
+    assert f"content-length: {len(body)}" in head.split("\r\n")
+    text, members, whole = inflate_members(body, WINDOWS[encoding])
+    assert (members, whole) == (1, True)
+    assert json.loads(text)["content"][0]["text"] == "forced é😀"
+
+    head, body = forced_exchange(stub, True, encoding, **{"x-stub-chunk-size": "5"})
+    assert f"content-encoding: {sent_name}\r\n" in head
+    text, members, whole = inflate_members(body, WINDOWS[encoding])
+    assert (members, whole) == (1, True)
+    events = sse_events(text)
+    assert events[-1][0] == "message_stop"
+    assert "".join(e[1]["delta"].get("text", "") for e in events
+                   if e[0] == "content_block_delta") == "forced é😀"
+
+
+def test_each_event_is_decodable_as_soon_as_it_arrives(stub):
+    _, body = forced_exchange(stub, True, "gzip")
+    # The bytes up to the first flush marker hold the first event, whole.
+    first_flush = body.index(b"\x00\x00\xff\xff") + 4
+    text = zlib.decompressobj(WINDOWS["gzip"]).decompress(body[:first_flush])
+    assert [name for name, _ in sse_events(text)] == ["message_start"]
+    assert text.endswith(b"\n\n")
+
+
+def test_gzip_members_header_writes_several_members(stub):
+    _, body = forced_exchange(stub, False, "gzip", **{"x-stub-gzip-members": "1"})
+    text, members, whole = inflate_members(body, WINDOWS["gzip"])
+    assert (members, whole) == (2, True)
+    assert json.loads(text)["content"][0]["text"] == "forced é😀"
+
+    _, body = forced_exchange(stub, True, "x-gzip", **{"x-stub-gzip-members": "1"})
+    text, members, whole = inflate_members(body, WINDOWS["gzip"])
+    events = sse_events(text)
+    assert whole and members == len(events) > 5
+    assert events[-1][0] == "message_stop"
+
+
+@pytest.mark.parametrize("encoding", sorted(WINDOWS))
+def test_encoding_faults_break_the_compressed_data_only(stub, encoding):
+    for stream in (False, True):
+        head, body = forced_exchange(stub, stream, encoding,
+                                     **{"x-stub-encoding-fault": "truncate"})
+        assert head.startswith("HTTP/1.1 200 ")
+        text, _, whole = inflate_members(body, WINDOWS[encoding])
+        assert not whole
+        if stream:  # every event but the end of the compressed data arrived
+            assert sse_events(text)[-1][0] == "message_stop"
+
+        _, body = forced_exchange(stub, stream, encoding, **{"x-stub-encoding-fault": "corrupt"})
+        decoder = zlib.decompressobj(WINDOWS[encoding])
+        with pytest.raises(zlib.error, match="invalid block type"):
+            decoder.decompress(body)
+
+    # A stream is broken in its middle: the events before it were whole.
+    _, body = forced_exchange(stub, True, encoding, **{"x-stub-encoding-fault": "corrupt"})
+    decoder, events = zlib.decompressobj(WINDOWS[encoding]), b""
+    with contextlib.suppress(zlib.error):
+        for i in range(len(body)):
+            events += decoder.decompress(body[i:i + 1])
+    names = [name for name, _ in sse_events(events)]
+    assert names[:3] == STREAM_EVENT_ORDER and "message_stop" not in names
+
+
+@pytest.mark.parametrize("headers", [
+    {"x-stub-content-encoding": "br"},
+    {"x-stub-gzip-members": "1"},
+    {"x-stub-content-encoding": "deflate", "x-stub-gzip-members": "1"},
+    {"x-stub-encoding-fault": "corrupt"},
+    {"x-stub-content-encoding": "gzip", "x-stub-encoding-fault": "sometimes"},
+], ids=["unknown_coding", "members_alone", "members_of_deflate", "fault_alone", "bad_fault"])
+def test_bad_encoding_headers_get_a_400(stub, headers):
+    status, _, data = stub.request("POST", "/v1/messages", message_body(), headers)
+    assert status == 400
+    assert json.loads(data)["error"]["type"] == "invalid_request_error"
 
 
 def test_delay_header_holds_the_answer(stub):

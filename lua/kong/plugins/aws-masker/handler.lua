@@ -1,12 +1,17 @@
 -- The Kong adapter: the masking pipeline (aws_masker.pipeline) wired to Kong's plugin phases.
 --
 -- Only PDK calls live here: read the request, forward the masked body or answer with an
--- Anthropic-shaped error, clear Content-Length of restored responses, pass restored chunks
--- on, write one log line. Streams are restored chunk by chunk through ngx.arg, as the
--- body_filter phase hands them over; whole bodies go through kong.response.get_raw_body().
+-- Anthropic-shaped error, clear Content-Length and Content-Encoding of restored responses
+-- (a compressed answer is decoded by the pipeline), pass restored chunks on, hand what is sent
+-- to aws_masker.thinking (its blocks are recorded from a timer, as response phases cannot reach
+-- Redis), write one log line. Streams, and the error that replaces an answer in an encoding the
+-- pipeline cannot decode, go chunk by chunk through ngx.arg, as the body_filter phase hands
+-- them over; whole bodies go through kong.response.get_raw_body().
 
 local pipeline = require "aws_masker.pipeline"
+local request_headers = require "aws_masker.request_headers"
 local pipelines = require "kong.plugins.aws-masker.pipelines"
+local thinking = require "aws_masker.thinking"
 
 local kong = kong
 local ngx = ngx
@@ -42,7 +47,7 @@ function AwsMaskerHandler:access(conf)
     return reject(failure)
   end
 
-  -- The upstream must answer uncompressed, or its response could not be restored.
+  -- Asks for an uncompressed answer; one compressed anyway is decoded by the pipeline.
   kong.service.request.clear_header("Accept-Encoding")
 
   local get_header = kong.request.get_header
@@ -66,34 +71,48 @@ function AwsMaskerHandler:access(conf)
     return reject(too_large)
   end
 
+  local headers, truncated = kong.request.get_headers(request_headers.MAX_HEADERS)
+  if truncated then
+    local _, too_many = pipeline.reject(st, 400, request_headers.TOO_MANY)
+    return reject(too_many)
+  end
   local scope_header = masker.scope_header
   body, failure = masker:mask_body(st, body, get_header("x-api-key"), get_header("Authorization"),
-    scope_header and get_header(scope_header))
+    scope_header and get_header(scope_header), headers)
   if not body then
     return reject(failure)
   end
-  if st.originals then
+  if st.body_masked then
     kong.service.request.set_raw_body(body)
+  end
+  if st.headers then
+    kong.service.request.set_headers(st.headers)
   end
 end
 
 function AwsMaskerHandler:header_filter()
   local st = kong.ctx.plugin.state
-  if st and pipeline.restore_start(st, kong.response.get_header("Content-Type"),
-      kong.response.get_header("Content-Encoding")) then
-    kong.response.clear_header("Content-Length")
-  end
-end
-
-function AwsMaskerHandler:body_filter()
-  local st = kong.ctx.plugin.state
-  if not st or not pipeline.restoring(st) then
+  if not st then
     return
   end
+  local response = kong.response
+  local restore, failure = pipeline.restore_start(st, response.get_header("Content-Type"),
+    response.get_header("Content-Encoding"))
+  if failure then
+    response.set_status(failure.status)
+    response.set_header("Content-Type", "application/json")
+  end
+  if restore or failure then
+    response.clear_header("Content-Length")
+    response.clear_header("Content-Encoding")
+  end
+  thinking.response_start(st, response.get_header("Content-Type"),
+    response.get_header("Content-Encoding"))
+end
 
-  if pipeline.streaming(st) then
-    local arg = ngx.arg
-    arg[1] = pipeline.restore_chunk(st, arg[1], arg[2])
+local function restore(st)
+  if pipeline.streaming(st) or pipeline.replacing(st) then
+    pipeline.restore_arg(st, ngx.arg)
     return
   end
 
@@ -104,13 +123,42 @@ function AwsMaskerHandler:body_filter()
   end
 end
 
+local function thinking_unrecorded(blocks, err)
+  kong.log.err("aws_masker event=thinking_record blocks=", blocks, " error=\"", err, "\"")
+end
+
+function AwsMaskerHandler:body_filter(conf)
+  local st = kong.ctx.plugin.state
+  if not st then
+    return
+  end
+  if pipeline.restoring(st) then
+    restore(st)
+  end
+
+  local digests = thinking.response_chunk(st, ngx.arg[1], ngx.arg[2])
+  local masker = digests and pipelines.get(conf)
+  if masker then
+    thinking.record_later(masker.store, st.scope, digests, thinking_unrecorded)
+  end
+end
+
+local function write_apart(_, level, line)
+  kong.log[level](line)
+end
+
 function AwsMaskerHandler:log()
   local st = kong.ctx.plugin.state
   if not st then
     return
   end
   local line, level = pipeline.log_line(st, kong.response.get_status())
-  kong.log[level](line)
+  if st.log_apart then
+    -- nginx ends every line logged during a request with its request line and Referer.
+    ngx.timer.at(0, write_apart, level, line)
+  else
+    kong.log[level](line)
+  end
 end
 
 return AwsMaskerHandler
