@@ -309,17 +309,21 @@ class Releases:
         return manifest, sorted(write), remove, packages
 
     def restore_files(self, release_id, manifest, write, remove, secrets):
+        # Every stored copy is read and checked before the first file is touched.
+        contents = {}
         for path in write:
-            meta = manifest["files"][path]
             with open(os.path.join(self.root, release_id, FILES, path.lstrip("/")), "rb") as src:
-                data = unredact(src.read(), secrets)
-            if _sha256(redact(data, secrets)) != meta["sha256"]:
+                stored = src.read()
+            if _sha256(stored) != manifest["files"][path]["sha256"]:
                 raise ReleaseError(f"release {release_id}: the stored copy of {path} does not "
                                    "match its manifest checksum; the release is damaged")
+            contents[path] = unredact(stored, secrets)
+        for path in write:
+            meta = manifest["files"][path]
             os.makedirs(os.path.dirname(path), exist_ok=True)
             temporary = f"{path}.aws-masking-rollback"
             with open(temporary, "wb") as handle:
-                handle.write(data)
+                handle.write(contents[path])
             uid = pwd.getpwnam(meta["owner"]).pw_uid
             gid = grp.getgrnam(meta["group"]).gr_gid
             os.chown(temporary, uid, gid)

@@ -120,19 +120,23 @@ def test_restore_puts_back_the_recorded_bytes_and_removes_new_files(site):
     assert store.plan_restore(first["release"], secrets)[1:] == ([], [], {})
 
 
-def test_a_damaged_release_is_refused(site):
+def test_a_damaged_release_is_refused_before_any_file_is_written(site):
     first, _ = record(site)
+    # Files are written in path order: redis.conf (intact copy) would come before a.lua.
     stored = site / "releases" / first["release"] / "files" / str(
-        site / "etc" / "redis.conf").lstrip("/")
-    stored.write_text("port 1\n")
+        site / "lua" / "a.lua").lstrip("/")
+    stored.write_text("return 'damaged'\n")
     (site / "etc" / "redis.conf").write_text("port 2\n")
+    (site / "lua" / "a.lua").write_text("return 99\n")
     store = releases(site)
     secrets = rel.read_secrets({"redis_password": str(site / "secrets" / "redis_password")})
     manifest, write, remove, _ = store.plan_restore(first["release"], secrets)
+    assert write == [str(site / "etc" / "redis.conf"), str(site / "lua" / "a.lua")]
 
     with pytest.raises(rel.ReleaseError, match="damaged"):
         store.restore_files(first["release"], manifest, write, remove, secrets)
     assert (site / "etc" / "redis.conf").read_text() == "port 2\n"
+    assert (site / "lua" / "a.lua").read_text() == "return 99\n"
 
 
 def test_previous_needs_two_releases(site):
