@@ -233,3 +233,13 @@ def test_every_file_of_a_secret_directory_is_kept_out(site):
     stored = site / "releases" / result["release"] / "files"
     assert all(other.encode() not in path.read_bytes()
                for path in stored.rglob("*") if path.is_file())
+
+
+def test_a_package_version_no_source_offers_is_named():
+    installed = rel.package_versions(["dpkg"])["dpkg"]
+
+    missing = rel.unavailable_packages({"dpkg": "0.0.0-no-such-version"})
+    offered = rel.unavailable_packages({"dpkg": installed})
+
+    assert missing == ["dpkg=0.0.0-no-such-version"]
+    assert offered == []
