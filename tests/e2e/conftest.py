@@ -23,6 +23,7 @@ HOST = "gateway-local"
 
 
 def run_playbook(playbook, tmp_dir, extravars=None, cmdline=None):
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     result = ansible_runner.run(
         private_data_dir=str(tmp_dir),
         project_dir=str(REPO),
