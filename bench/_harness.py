@@ -387,10 +387,11 @@ def canned_sse():
     """The same answer as an event stream, its text in deltas of about 16 bytes."""
     def event(name, data):
         return f"event: {name}\ndata: {json.dumps(data)}\n\n"
-    events = [event("message_start", {"type": "message_start", "message": {
-        "id": "msg_bench", "type": "message", "role": "assistant", "content": []}}),
-        event("content_block_start", {"type": "content_block_start", "index": 0,
-                                       "content_block": {"type": "text", "text": ""}})]
+    start = {"type": "message_start", "message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "content": []}}
+    block = {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}}
+    events = [event("message_start", start), event("content_block_start", block)]
     for i in range(0, len(ANSWER_TEXT), 16):
         events.append(event("content_block_delta", {
             "type": "content_block_delta", "index": 0,

@@ -165,7 +165,7 @@ def mb_per_s(measure, size):
 
 
 def main():
-    args = _harness.arguments(__doc__.split("\n")[0]).parse_args()
+    args = _harness.arguments(__doc__.split('\n', maxsplit=1)[0]).parse_args()
     seconds = 0.05 if args.quick else 2.0
     engine = aws_masker_engine.default_engine()
 

@@ -40,6 +40,7 @@ CASES = [  # name, size, identifiers, fresh identifiers in every request
     ("1MB/300 ids new", 1024 * 1024, 300, True),
 ]
 
+
 def headers(stream):
     h = {"Content-Type": "application/json", "x-api-key": _harness.API_KEY,
          "anthropic-version": "2023-06-01"}
@@ -170,7 +171,7 @@ def run_case(gw, case, stream, count, counted, first, warm_up=3):
 
 
 def main():
-    args = _harness.arguments(__doc__.split("\n")[0]).parse_args()
+    args = _harness.arguments(__doc__.split('\n', maxsplit=1)[0]).parse_args()
     count = 5 if args.quick else None
     counted = 2 if args.quick else 20
     # --quick: the two smaller bodies only, a few requests each (a smoke run, not a measure)

@@ -151,7 +151,7 @@ def soak(tmp, gw, requests, connections=16):
 
 
 def main():
-    parser = _harness.arguments(__doc__.split("\n")[0])
+    parser = _harness.arguments(__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument("--requests", type=int,
                         help="soak length (default 100000, 2000 with --quick)")
     args = parser.parse_args()

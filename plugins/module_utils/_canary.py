@@ -16,14 +16,10 @@ import base64
 import contextlib
 import json
 import re
+from urllib.error import HTTPError  # what open_url raises for an HTTP error status
 
 from ansible.module_utils.urls import open_url
 from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import make_check
-
-try:
-    from urllib.error import HTTPError, URLError
-except ImportError:  # pragma: no cover
-    HTTPError = URLError = OSError
 
 HEADER = "x-aws-masker-canary"
 BODY_HEADER = "x-aws-masker-canary-upstream-body"
@@ -58,7 +54,7 @@ def _request(url, secret, stream, timeout, validate_certs):
         return response.getcode(), response.headers, response.read(), None
     except HTTPError as exc:
         return exc.code, exc.headers, exc.read(), None
-    except (URLError, OSError) as exc:
+    except OSError as exc:  # URLError and socket errors alike
         reason = getattr(exc, "reason", exc)
         return None, None, b"", f"{type(reason).__name__}: {reason}"[:200]
 

@@ -17,6 +17,7 @@ import ssl
 import time
 from datetime import datetime, timedelta
 from itertools import islice
+from urllib.error import HTTPError  # what open_url raises for an HTTP error status
 from urllib.parse import urlsplit
 
 from ansible.module_utils.urls import open_url
@@ -26,11 +27,6 @@ from ansible_collections.aws_masking.gateway.plugins.module_utils._mapping_store
     MappingStoreError,
     connection_argument_spec,
 )
-
-try:  # Python 3 urllib errors, as open_url raises them
-    from urllib.error import HTTPError, URLError
-except ImportError:  # pragma: no cover
-    HTTPError = URLError = OSError
 
 MEMORY_WARN = 0.80
 MEMORY_FAIL = 0.95
@@ -55,7 +51,7 @@ def http_get(url, timeout):
         status, raw = response.getcode(), response.read()
     except HTTPError as exc:
         status, raw = exc.code, exc.read()
-    except (URLError, OSError, ssl.SSLError) as exc:
+    except OSError as exc:  # URLError, ssl.SSLError and socket errors alike
         return None, None, _reason(exc)
     try:
         return status, json.loads(raw), None
@@ -128,7 +124,7 @@ def redis_checks(params, key_sample):
         return [*checks, make_check("redis_memory", "fail", str(exc), "redis_memory",
                                     "Read the Redis log (playbooks/diagnostics.yml).")]
     checks.append(_memory_check(memory))
-    without_ttl = sum(1 for _, pttl in sample if pttl == -1)
+    without_ttl = sum(1 for _key, pttl in sample if pttl == -1)
     evidence = f"{without_ttl} of {len(sample)} sampled masker keys have no TTL"
     checks.append(make_check(
         "redis_keys_ttl", "fail" if without_ttl else "pass", evidence, "redis_memory",
@@ -236,7 +232,7 @@ SS_USER = re.compile(r'\("([^"]+)",pid=(\d+)')
 
 def listeners(run_command):
     """{port: [(address, [process names])]} of listening TCP sockets, from ``ss -Hltnp``."""
-    rc, out, _ = run_command(["ss", "-Hltnp"])
+    rc, out, _err = run_command(["ss", "-Hltnp"])
     found = {}
     if rc != 0:
         return None
@@ -244,7 +240,7 @@ def listeners(run_command):
         fields = line.split()
         if len(fields) < 4:
             continue
-        address, _, port = fields[3].rpartition(":")
+        address, _sep, port = fields[3].rpartition(":")
         if not port.isdigit():
             continue
         names = sorted({match.group(1) for match in SS_USER.finditer(line)})
@@ -263,8 +259,8 @@ def port_checks(ports, run_command):
                                      "sockets", "startup_ports"))
             continue
         holders = table.get(port, [])
-        owners = sorted({owner for _, names in holders for owner in names})
-        where = ", ".join(sorted({address for address, _ in holders}))
+        owners = sorted({owner for _address, names in holders for owner in names})
+        where = ", ".join(sorted({address for address, _names in holders}))
         if not holders:
             checks.append(make_check(
                 check_name, "fail", f"nothing listens on port {port}", "startup_restarting",
@@ -294,8 +290,8 @@ def program_states(programs, manager, run_command):
     for name in programs:
         state = {"state": "UNKNOWN", "pid": None, "uptime": None, "rss_kb": None}
         if manager == "systemd":
-            _, out, _ = run_command(["systemctl", "show", name, "-p", "ActiveState", "-p",
-                                      "MainPID", "-p", "ActiveEnterTimestamp"])
+            _rc, out, _err = run_command(["systemctl", "show", name, "-p", "ActiveState",
+                                          "-p", "MainPID", "-p", "ActiveEnterTimestamp"])
             props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
             active = props.get("ActiveState", "unknown")
             state["state"] = "RUNNING" if active == "active" else active.upper()

@@ -299,8 +299,8 @@ class Releases:
         write = []
         for path, meta in manifest["files"].items():
             now = current.get(path)
-            if now is None or any(now[key] != meta[key] for key in ("sha256", "mode", "owner",
-                                                                       "group")):
+            compared = ("sha256", "mode", "owner", "group")
+            if now is None or any(now[key] != meta[key] for key in compared):
                 write.append(path)
         remove = sorted(set(current) - set(manifest["files"]))
         installed = package_versions(sorted(manifest["packages"]))

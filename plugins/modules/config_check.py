@@ -19,7 +19,9 @@ description:
   - Read-only; the module does not fail when a check fails, the caller decides (see the
     validate playbook).
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - aws_masking.gateway.attributes
 attributes:
   check_mode:
     support: full
@@ -374,7 +376,7 @@ def check_lua(lua_dir):
     if not lua_dir or not os.path.isdir(lua_dir):
         return check(name, "skip", f"{lua_dir or 'no directory'} is not deployed yet",
                      "plugin")
-    files = sorted(os.path.join(root, f) for root, _, names in os.walk(lua_dir)
+    files = sorted(os.path.join(root, f) for root, _dirs, names in os.walk(lua_dir)
                    for f in names if f.endswith(".lua"))
     if not files:
         return check(name, "fail", f"no .lua file under {lua_dir}", "plugin",

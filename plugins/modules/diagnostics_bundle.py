@@ -21,7 +21,9 @@ description:
   - Running it changes nothing on the host but the archive at I(dest), which is output, not
     state; it reports C(changed=false).
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - aws_masking.gateway.attributes
 attributes:
   check_mode:
     support: full
@@ -159,11 +161,11 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tarfile  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from collections import Counter, deque  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.six.moves.urllib.error import HTTPError  # noqa: E402
+from ansible.module_utils.urls import open_url  # noqa: E402
 from ansible_collections.aws_masking.gateway.plugins.module_utils.aws_masker_engine import (  # noqa: E402
     TOKEN_RE,
     Catalog,
@@ -318,9 +320,9 @@ def health(params):
     for name, url in sorted(params["health_urls"].items()):
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                status, body = resp.status, resp.read(4096).decode("utf-8", "replace")
-        except urllib.error.HTTPError as err:
+            resp = open_url(url, method="GET", timeout=5, follow_redirects="none")
+            status, body = resp.getcode(), resp.read(4096).decode("utf-8", "replace")
+        except HTTPError as err:
             status, body = err.code, err.read(4096).decode("utf-8", "replace")
         except OSError as err:
             status, body = "unreachable", str(err)
@@ -332,7 +334,7 @@ def health(params):
 def network(params):
     out = []
     for target in params["ports"]:
-        host, _, port = target.rpartition(":")
+        host, _sep, port = target.rpartition(":")
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
                 out.append(f"tcp {target}: open")

@@ -22,8 +22,9 @@ description:
     playbooks decide when to fail. Evidence never holds a password, a request body or a value
     stored in Redis.
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - aws_masking.gateway.attributes
   - aws_masking.gateway.redis_connection
 attributes:
   check_mode:
@@ -182,7 +183,7 @@ def argument_spec():
         edge_url={"type": "str"},
         status_url={"type": "str"},
         check_redis={"type": "bool", "default": False},
-        key_sample={"type": "int", "default": 1000},
+        key_sample={"type": "int", "default": 1000, "no_log": False},
         gateway_config={"type": "path"},
         upstream_url={"type": "str"},
         upstream_tls_verify={"type": "bool", "default": True},

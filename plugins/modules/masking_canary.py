@@ -21,7 +21,9 @@ description:
     section of the troubleshooting guide.
   - Evidence holds counts and token codes only, never an identifier.
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - aws_masking.gateway.attributes
 attributes:
   check_mode:
     support: full
@@ -45,7 +47,6 @@ options:
         C(/etc/aws-masking-gateway/secrets/canary_secret) on each gateway host).
     type: str
     required: true
-    no_log: true
   modes:
     description: Which answers to check.
     type: list

@@ -21,7 +21,9 @@ description:
     restore, so the secrets stay under C(/etc/aws-masking-gateway/secrets) and are not versioned.
     If a secret was rotated since, the restored files carry the current one.
 author:
-  - AWS masking gateway maintainers
+  - AWS masking gateway maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - aws_masking.gateway.attributes
 attributes:
   check_mode:
     support: full

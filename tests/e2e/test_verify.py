@@ -169,8 +169,8 @@ def test_upstream_unreachable_names_external_api_access(deployment, tmp_path):
 
 
 @pytest.mark.parametrize("playbook", ["verify.yml", "health.yml", "status.yml"])
-def test_read_only_playbooks_change_nothing_twice_and_in_check_mode(deployment, tmp_path,
-                                                                     playbook):
+def test_read_only_playbooks_change_nothing_twice_and_in_check_mode(
+        deployment, tmp_path, playbook):
     extravars = {"verify_report_dir": str(tmp_path / "r"),
                  "health_report_dir": str(tmp_path / "r")}
     config_before = {path: path.read_bytes() for path in (MASKER_CONFIG, EDGE_CONFIG)}

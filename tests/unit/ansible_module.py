@@ -28,7 +28,7 @@ def run_module(name, args, check=False):
     env = dict(os.environ, ANSIBLE_DEPRECATION_WARNINGS="false",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_NOCOLOR="1")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     output = done.stdout + done.stderr
     head = done.stdout.split("=>", 1)
     status = head[0].split("|")[-1].strip() if len(head) == 2 else "UNPARSED"
