@@ -445,6 +445,21 @@ describe("json_string", function()
     assert.equal(s, json_string.decode(enc))
   end)
 
+  it("encodes every byte as cjson does, NUL and DEL included", function()
+    local cjson = require "cjson"
+    local bytes = {}
+    for b = 0, 127 do
+      bytes[#bytes + 1] = string.char(b)
+    end
+    local s = table.concat(bytes) .. "é\0x"
+    assert.equal(s, cjson.decode('"' .. json_string.encode(s) .. '"'))
+    for _, b in ipairs(bytes) do
+      local enc = json_string.encode(b)
+      assert.equal(b, json_string.decode(enc))
+      assert.equal(b:byte() < 32 or b == '"' or b == "\\", enc ~= b)
+    end
+  end)
+
   it("decodes surrogate pairs to 4-byte UTF-8", function()
     assert.equal("😀", json_string.decode("\\ud83d\\ude00"))
     assert.equal("\\ud83d", json_string.encode(json_string.decode("\\ud83d")))
