@@ -11,17 +11,20 @@
 -- and the leftmost (earliest pattern on a tie) is taken; a pattern is searched again only when
 -- its kept match starts before the end of the last one taken. An alternative matching at an
 -- offset matches exactly as its regex alone does there, so the matches are the same, several
--- times faster on long texts; short ones (most JSON strings) go through the alternation, which
--- is then cheaper than a call per pattern. scan_alternation() runs the alternation itself;
--- specs check that both always agree.
+-- times faster. Before that, a pattern is left out of a text holding none of its literals
+-- (candidates(): a plain find per literal, far faster than any regex), so most texts run a
+-- handful of regexes, or none. scan_alternation() runs the alternation itself; specs check
+-- that both always agree.
 
 local cjson = require "cjson.safe"
+local rarest = require "aws_masker.rarest"
 
 local re_match = ngx.re.match
 local re_find = ngx.re.find
 local io_open = io.open
 local sub = string.sub
 local find = string.find
+local lower = string.lower
 local concat = table.concat
 local type = type
 local ipairs = ipairs
@@ -29,8 +32,6 @@ local setmetatable = setmetatable
 
 local REGEX_OPTIONS = "jo"
 
--- Below this length one alternation call is cheaper than one search per pattern.
-local ALTERNATION_BELOW = 256
 local CODE_GRAMMAR = [[^[A-Z][A-Z0-9]*(?:_[A-Z][A-Z0-9]*)*$]]
 
 local _M = {}
@@ -59,6 +60,7 @@ function _M.new(doc, subset)
   end
 
   local parts, names, codes, groups, seen, regexes = {}, {}, {}, {}, {}, {}
+  local literals, literal_index, pattern_literals = {}, {}, {}
   for i, p in ipairs(patterns) do
     local name, code, regex = p.name, p.token, p.regex
     if type(name) ~= "string" or type(code) ~= "string" or type(regex) ~= "string" then
@@ -85,6 +87,37 @@ function _M.new(doc, subset)
     end
     if group and not find(regex, "(?P<" .. group .. ">", 1, true) then
       return nil, "catalog pattern '" .. name .. "' has no group '" .. group .. "'"
+    end
+
+    -- literals: the pattern matches only in a text holding one of them, ASCII case ignored
+    -- (tests/unit/test_catalog_literals.py proves it from each regex); none: every text.
+    local lits = p.literals
+    if lits == cjson.null then
+      lits = nil
+    end
+    if lits ~= nil and type(lits) ~= "table" then
+      return nil, "catalog pattern '" .. name .. "' needs a list of literals"
+    end
+    if lits and #lits > 0 then
+      local list = {}
+      for k, lit in ipairs(lits) do
+        if type(lit) ~= "string" or lit == "" then
+          return nil, "catalog pattern '" .. name .. "' has an empty or non-string literal"
+        end
+        -- Any part of a required literal is required: the part from its rarest byte that
+        -- keeps 3 bytes (all of a shorter one) is looked for, a cheaper search.
+        lit = lower(lit)
+        lit = sub(lit, rarest.offset(lit, 3))
+        local idx = literal_index[lit]
+        if not idx then
+          idx = #literals + 1
+          literals[idx], literal_index[lit] = lit, idx
+        end
+        list[k] = idx
+      end
+      pattern_literals[i] = list
+    else
+      pattern_literals[i] = false
     end
 
     local alt = "p" .. (i - 1)
@@ -138,6 +171,12 @@ function _M.new(doc, subset)
   return setmetatable({
     base64 = base64,
     regexes = regexes,
+    literals = literals,
+    pattern_literals = pattern_literals,
+    literal_seen = {}, -- per scan: literal index -> scan number when looked for
+    literal_found = {}, -- literal index -> whether found, valid when literal_seen is current
+    scans = 0,
+    active = {},
     next_start = {}, -- per scan: the kept next match of each pattern (false: none left)
     next_stop = {},
     next_value = {},
@@ -221,23 +260,59 @@ local function search(self, i, text, pos)
   return false
 end
 
+-- The patterns that can match in text, in catalog order, into self.active; returns their
+-- count. A pattern with literals can match only where one of them stands (ASCII case ignored,
+-- tests/unit/test_catalog_literals.py proves each is required by its regex): a plain find in
+-- the lower-cased text, once per distinct literal and text, rules it out otherwise.
+function _M:candidates(text)
+  local scans = self.scans + 1
+  self.scans = scans
+  local literals, pattern_literals = self.literals, self.pattern_literals
+  local seen, found, active = self.literal_seen, self.literal_found, self.active
+  local low = lower(text)
+  local n = 0
+  for i = 1, self.count do
+    local lits = pattern_literals[i]
+    local possible = not lits
+    if lits then
+      for k = 1, #lits do
+        local idx = lits[k]
+        if seen[idx] ~= scans then
+          seen[idx] = scans
+          found[idx] = find(low, literals[idx], 1, true) ~= nil
+        end
+        if found[idx] then
+          possible = true
+          break
+        end
+      end
+    end
+    if possible then
+      n = n + 1
+      active[n] = i
+    end
+  end
+  return n
+end
+
 -- Scans text. Returns a list of matches {start, stop, name, code, value} (byte offsets,
 -- inclusive, of the part to mask: the value group when the pattern has one), or nil when none.
 function _M:scan(text)
-  if #text < ALTERNATION_BELOW then
-    return self:scan_alternation(text)
+  local count = self:candidates(text)
+  if count == 0 then
+    return nil
   end
-
-  local count = self.count
+  local active = self.active
   local next_start, next_stop, next_value = self.next_start, self.next_stop, self.next_value
-  for i = 1, count do
-    next_start[i] = 0 -- not searched yet
+  for k = 1, count do
+    next_start[active[k]] = 0 -- not searched yet
   end
 
   local pos, matches = 1, nil
   while true do
     local best, best_start
-    for i = 1, count do
+    for k = 1, count do
+      local i = active[k]
       local s = next_start[i]
       if s and s < pos then
         local err

@@ -67,21 +67,35 @@ function _M.decode(raw)
   return doc
 end
 
-local function string_end(raw, i)
-  local j = i + 1
-  local escaped = false
-  while true do
-    local k = find(raw, '["\\]', j)
-    if not k then
-      return nil
-    end
-    if byte(raw, k) == BACKSLASH then
-      escaped = true
-      j = k + 2
-    else
-      return k, escaped
-    end
+-- The first backslash of raw at or after from (false: none), remembered across calls: the walk
+-- asks with growing offsets, so the body is searched once, not once per string.
+local bs_raw, bs_from, bs_at
+
+local function backslash_from(raw, from)
+  if raw ~= bs_raw or from < bs_from or (bs_at and bs_at < from) then
+    bs_raw, bs_from = raw, from
+    bs_at = find(raw, "\\", from, true) or false
   end
+  return bs_at
+end
+
+-- The closing quote of the string whose opening quote is at i (the body is valid JSON), and
+-- whether the string holds an escape. A quote ends the string when an even number of
+-- backslashes stands right before it.
+local function string_end(raw, i)
+  local k = find(raw, '"', i + 1, true)
+  while k do
+    local p = k - 1
+    while byte(raw, p) == BACKSLASH do
+      p = p - 1
+    end
+    if (k - 1 - p) % 2 == 0 then
+      local bs = backslash_from(raw, i + 1)
+      return k, bs ~= false and bs < k
+    end
+    k = find(raw, '"', k + 1, true)
+  end
+  return nil
 end
 
 -- Whether a number stands at the start of raw[pos..] (after blanks): its first and last offsets

@@ -30,11 +30,16 @@ local mt = { __index = _M }
 -- that ran out of numbers.
 local ASSIGN_SCRIPT = [[
 local prefix, ttl, nth = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local tokens = {}
+local tokens, codes = {}, {}
+local function refresh_sequences()
+  for code in pairs(codes) do
+    redis.call('EXPIRE', prefix .. 'seq:' .. code, ttl)
+  end
+end
 for i = 4 + nth, #ARGV, 2 do
   local code, original = ARGV[i], ARGV[i + 1]
   local okey = prefix .. 'o:' .. redis.sha1hex(code .. '\0' .. original)
-  local seq = prefix .. 'seq:' .. code
+  codes[code] = true
   local token = redis.call('GET', okey)
   if token and redis.call('GET', prefix .. 't:' .. token) ~= original then
     token = false
@@ -44,8 +49,9 @@ for i = 4 + nth, #ARGV, 2 do
     redis.call('EXPIRE', prefix .. 't:' .. token, ttl)
   else
     while not token do
-      local n = redis.call('INCR', seq)
+      local n = redis.call('INCR', prefix .. 'seq:' .. code)
       if n > 999999 then
+        refresh_sequences()
         return redis.error_reply('token sequence exhausted for ' .. code)
       end
       local candidate = 'AWS_' .. code .. '_' .. string.format('%06d', n)
@@ -55,9 +61,9 @@ for i = 4 + nth, #ARGV, 2 do
     end
     redis.call('SET', okey, token, 'EX', ttl)
   end
-  redis.call('EXPIRE', seq, ttl)
   tokens[#tokens + 1] = token
 end
+refresh_sequences() -- once per code, not once per identifier
 for i = 4, 3 + nth do
   tokens[#tokens + 1] = redis.call('EXPIRE', prefix .. 'th:' .. ARGV[i], ttl)
 end

@@ -12,10 +12,13 @@
 -- overlapping occurrences the leftmost wins, the longer one at the same offset. The Python twin
 -- (repeated_originals in aws_masker_engine.py) applies the same rule.
 
+local rarest = require "aws_masker.rarest"
+
 local find = string.find
 local byte = string.byte
 local sub = string.sub
 local match = string.match
+local ipairs = ipairs
 local sort = table.sort
 
 -- Up to this many distinct originals a plain find per original is cheapest; above it, a text
@@ -74,8 +77,14 @@ function _M.new(findings, find_each_up_to)
       end
     end
   end
+  -- Each value found one by one is looked for from its rarest byte (aws_masker.rarest).
+  local keys, skips = {}, {}
+  for _, v in ipairs(by_lead and loose or values) do
+    local at = rarest.offset(v)
+    keys[v], skips[v] = sub(v, at), at - 1
+  end
   return { count = #values, values = values, finding_of = finding_of, findings = findings,
-    shortest = shortest or 1, by_lead = by_lead, loose = loose }
+    shortest = shortest or 1, by_lead = by_lead, loose = loose, keys = keys, skips = skips }
 end
 
 local function bounded(text, s, e)
@@ -115,14 +124,19 @@ function _M.extend(set, text, matches)
   local found
   local by_lead = set.by_lead
   local values = by_lead and set.loose or set.values
+  local keys, skips = set.keys, set.skips
   for i = 1, #values do
     local v = values[i]
-    local s, e = find(text, v, 1, true)
-    while s do
-      if bounded(text, s, e) then
+    local skip, len = skips[v], #v
+    local k = find(text, keys[v], skip + 1, true)
+    while k do
+      local s = k - skip
+      local e = s + len - 1
+      if s >= 1 and (skip == 0 or sub(text, s, k - 1) == sub(v, 1, skip))
+          and bounded(text, s, e) then
         found = occurrence(set, found, v, s, e)
       end
-      s, e = find(text, v, s + 1, true)
+      k = find(text, keys[v], k + 1, true)
     end
   end
   if by_lead then

@@ -64,6 +64,7 @@ class Pattern:
         "counterexamples",
         "description",
         "examples",
+        "literals",
         "name",
         "regex",
         "token_code",
@@ -83,6 +84,13 @@ class Pattern:
         self.description = entry.get("description", "")
         self.examples = list(entry.get("examples") or [])
         self.counterexamples = list(entry.get("counterexamples") or [])
+        # The regex matches only in a text holding one of these (ASCII case ignored); scan()
+        # leaves the pattern out of other texts. tests/unit/test_catalog_literals.py proves it.
+        literals = entry.get("literals") or []
+        if not isinstance(literals, list) or not all(
+                isinstance(lit, str) and lit for lit in literals):
+            raise CatalogError(f"pattern {self.name!r}: literals must be non-empty strings")
+        self.literals = tuple(lit.lower() for lit in literals)
 
         where = f"pattern {self.name!r}"
         if not TOKEN_CODE_RE.match(self.token_code) or TOKEN_CODE_DIGIT_RUN_RE.search(
@@ -167,8 +175,14 @@ class Catalog:
         The result is the single alternation's (see scan_alternation), found like the Lua
         engine finds it on long texts: each pattern searched on its own, its next match kept,
         the leftmost taken (the earlier pattern on a tie). Python's re, like PCRE, cannot skip
-        ahead in a large alternation, while a lone pattern with a literal prefix can.
+        ahead in a large alternation, while a lone pattern with a literal prefix can. A pattern
+        whose literals are all absent from the text is left out (it cannot match there).
         """
+        lowered = text.lower()
+        active = [(index, pattern) for index, pattern in enumerate(self.patterns)
+                  if not pattern.literals or any(lit in lowered for lit in pattern.literals)]
+        if not active:
+            return []
         if len(text) < self.ALTERNATION_BELOW:
             return self.scan_alternation(text)
         upcoming = [None] * len(self.patterns)  # None: not searched yet; False: no more
@@ -176,7 +190,7 @@ class Catalog:
         pos = 0
         while True:
             best = best_index = None
-            for index, pattern in enumerate(self.patterns):
+            for index, pattern in active:
                 match = upcoming[index]
                 if match is False:
                     continue

@@ -47,6 +47,52 @@ describe("catalog", function()
     assert.is_nil(cat:scan(""))
   end)
 
+  it("runs no regex on a text holding none of the literals, and finds nothing there", function()
+    local quiet = assert(catalog.load(AWS_MASKER_TEST_CATALOG))
+    quiet.regexes = setmetatable({}, { __index = function(_, i)
+      error("pattern " .. quiet.names[i] .. " was searched")
+    end })
+    for _, text in ipairs({ "", "ok", "Thanks, all good!", "2 + 2 = 4, right?" }) do
+      assert.equal(0, quiet:candidates(text), text)
+      assert.is_nil(quiet:scan(text), text)
+    end
+    assert.has_error(function() quiet:scan("vpc-a01106c2") end)
+  end)
+
+  it("searches a pattern only in texts holding one of its literals, in any case", function()
+    local function active(text)
+      local names = {}
+      for k = 1, cat:candidates(text) do
+        names[cat.names[cat.active[k]]] = true
+      end
+      return names
+    end
+    assert.is_nil(active("a VPC, no id")["vpc_id"])
+    assert.is_true(active("a VPC-a01106c2")["vpc_id"])
+    assert.is_true(active("SECRET_ACCESS_KEY")["secret_access_key"])
+    -- found in one text, the literal does not make the next text searched
+    assert.is_true(active("arn:aws:iam::123456789012:role/Admin")["arn"])
+    assert.is_nil(active("role/Admin")["arn"])
+    -- split across two texts, each scanned alone: neither holds an ARN
+    assert.is_nil(cat:scan("see arn:"))
+    assert.is_nil(cat:scan("aws:iam::123456789012:role/Admin"))
+  end)
+
+  it("rejects literals that are not a list of non-empty strings", function()
+    local entry = { name = "x", token = "X", regex = "x-[0-9]+", literals = { "x-", "" } }
+    local c, err = catalog.new({ version = 1, patterns = { entry } })
+    assert.is_nil(c)
+    assert.matches("literal", err)
+    entry.literals = { "x-", 5 }
+    c, err = catalog.new({ version = 1, patterns = { entry } })
+    assert.is_nil(c)
+    assert.matches("literal", err)
+    entry.literals = "x-"
+    c, err = catalog.new({ version = 1, patterns = { entry } })
+    assert.is_nil(c)
+    assert.matches("literal", err)
+  end)
+
   it("prefers the earlier pattern at the same offset", function()
     local c = assert(catalog.new({ version = 1, patterns = {
       { name = "first", token = "ONE", regex = [[ab]] },

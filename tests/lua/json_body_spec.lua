@@ -53,6 +53,24 @@ describe("json_body", function()
     assert.equal("😀AWS_EC2_000001\nAWS_VPC_000001\226\128\168", doc.content)
   end)
 
+  it("finds an identifier whose literal the raw body writes split by an escape", function()
+    -- the raw text holds neither "arn:aws" nor "i-": only the decoded strings do
+    local raw = '{"content":"arn\\u003aaws:iam::123456789012:role/Admin i\\u002d0a1b2c3d",'
+      .. '"system":"x\\\\\\"arn:aws:s3:::my-bucket\\\\"}'
+    local out = mask(raw)
+    local doc = require("cjson").decode(out)
+    assert.equal("AWS_ARN_000001 AWS_EC2_000001", doc.content)
+    assert.equal("x\\\"AWS_ARN_000002\\", doc.system)
+  end)
+
+  it("finds a value whose literal only its key holds", function()
+    -- "secret" stands in the key, not in the value scanned alone
+    local raw = '{"input":{"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}'
+    local plan = assert(json_body.scan(raw, cat))
+    assert.equal(1, #plan.findings)
+    assert.equal("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", plan.findings[1].value)
+  end)
+
   it("refuses a lone surrogate (cjson does not accept it)", function()
     local plan, err = json_body.scan('{"content":"\\ud800 i-0a1b2c3d"}', cat)
     assert.is_nil(plan)
@@ -425,6 +443,21 @@ describe("json_string", function()
     local enc = json_string.encode(s)
     assert.equal('a\\"b\\\\c/\\b\\f\\n\\r\\t\\u0001\\u001fé😀', enc)
     assert.equal(s, json_string.decode(enc))
+  end)
+
+  it("encodes every byte as cjson does, NUL and DEL included", function()
+    local cjson = require "cjson"
+    local bytes = {}
+    for b = 0, 127 do
+      bytes[#bytes + 1] = string.char(b)
+    end
+    local s = table.concat(bytes) .. "é\0x"
+    assert.equal(s, cjson.decode('"' .. json_string.encode(s) .. '"'))
+    for _, b in ipairs(bytes) do
+      local enc = json_string.encode(b)
+      assert.equal(b, json_string.decode(enc))
+      assert.equal(b:byte() < 32 or b == '"' or b == "\\", enc ~= b)
+    end
   end)
 
   it("decodes surrogate pairs to 4-byte UTF-8", function()

@@ -70,6 +70,21 @@ describe("repeats", function()
     end
   end)
 
+  it("finds an original from its rarest byte at any place, overlapping ones included", function()
+    local rarest = require "aws_masker.rarest"
+    assert.equal(10, rarest.offset("vpc-a01106c2")) -- the "6": no byte is rarer
+    assert.equal(1, rarest.offset("AKIA"))
+    assert.equal(4, rarest.offset("arn:aws", 3)) -- ":aws"
+    assert.equal(1, rarest.offset("i-", 3)) -- shorter than 3: all of it
+    local found = { { start = 1, stop = 3, name = "n", code = "C", value = "x3x" } }
+    local set = repeats.new(found)
+    -- the key "3x" stands at the very start and right after the first byte
+    local m = repeats.extend(set, "3x x3x3x x3x", nil)
+    assert.equal("10-12:C:x3x", spans(m))
+    m = repeats.extend(set, "x3x", nil)
+    assert.equal("1-3:C:x3x", spans(m))
+  end)
+
   it("returns the catalog's own matches when it adds nothing", function()
     local text = "account 123456789012"
     local matches = cat:scan(text)

@@ -461,3 +461,23 @@ def test_bad_configuration_stops_nginx_from_starting(tmp_path, change, complaint
     with pytest.raises(RuntimeError), running_gateway(tmp_path, **change):
         pass
     assert complaint in (tmp_path / "error.log").read_text()
+
+
+def test_every_mapping_key_of_a_request_gets_its_expiry_refreshed(gateway):
+    """Sliding expiry: each use of an original resets the TTL of its o: and t: keys and of the
+    sequence of its code (refreshed once per code and call, however many originals share it)."""
+    client = redis.Redis(host="127.0.0.1", port=gateway["redis_port"], password=REDIS_PASSWORD)
+    text = " ".join(IDENTIFIERS[:4])
+    post(gateway, message("first " + text))
+    keys = sorted(k.decode() for k in client.scan_iter("aws_masker:*")
+                  if k.decode().split(":")[2] in ("o", "t", "seq"))
+    # four originals of four codes (EC2, ARN, PRIVATE_IP, VPC): an o: and a t: key each
+    assert [k.split(":")[2] for k in keys].count("seq") == 4
+    assert len(keys) == 12
+    for key in keys:
+        assert 3500 < client.ttl(key) <= 3600, key
+        client.expire(key, 50)
+    post(gateway, message("again " + text))
+    assert forwarded_text(gateway, 1) == forwarded_text(gateway, 0).replace("first", "again")
+    for key in keys:
+        assert 3500 < client.ttl(key) <= 3600, key

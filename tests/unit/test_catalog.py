@@ -55,8 +55,8 @@ def test_catalog_header_and_first_entry():
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["name"] for e in ENTRIES])
 def test_entry_fields(entry):
-    assert set(entry) <= {"name", "token", "regex", "value_group", "description", "examples",
-                          "counterexamples"}
+    assert set(entry) <= {"name", "token", "literals", "regex", "value_group", "description",
+                          "examples", "counterexamples"}
     assert re.match(r"^[a-z][a-z0-9_]*$", entry["name"])
     assert engine.TOKEN_CODE_RE.match(entry["token"])
     assert not engine.TOKEN_CODE_DIGIT_RUN_RE.search(entry["token"])
