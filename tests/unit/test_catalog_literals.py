@@ -115,7 +115,7 @@ class _Prover:
                 return _Node()
             if low == high and inner.exact is not None:
                 exact = inner.exact
-                for _ in range(low - 1):
+                for _repeat in range(low - 1):
                     exact = exact and _product(exact, inner.exact)
                 if exact is not None:
                     return _Node(exact=exact, holds=self.node_holds(inner))
