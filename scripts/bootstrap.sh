@@ -19,10 +19,12 @@ fi
 apt_packages=(python3 python3-venv python3-pip ca-certificates curl)
 if [ "$want_test" -eq 1 ]; then
   # The Lua specs run inside a real nginx with its Lua module; the gateway tests start a
-  # private redis-server; bench/throughput.py drives load with wrk. Roles install the same
-  # packages (less wrk) on deploy targets.
+  # private redis-server; bench/throughput.py drives load with wrk; the kong engine's tests
+  # validate the rendered kong.yml offline with decK and compile every Lua file with luac
+  # (lua5.2) and luajit. Roles install the same packages (less wrk, deck and lua5.2) on deploy
+  # targets.
   apt_packages+=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-cjson lua-nginx-redis
-    lua-zlib redis-server supervisor lua-busted lua-check luajit2 git wrk)
+    lua-zlib redis-server supervisor lua-busted lua-check luajit2 git wrk deck lua5.2)
 fi
 
 missing=()
