@@ -8,7 +8,8 @@ state the way an operator would (programs, sockets, files, the health endpoints)
 the repository. Each check runs on the hosts of the inventory group whose service it looks at,
 with the ports, program names and paths the inventory sets (else the roles' defaults); the
 values must be plain, not Jinja expressions. Outside the Ansible backend (--hosts=local://) the
-host is taken to run every service with the defaults.
+host is taken to run every service with the defaults. The checks read root's files: connect as
+root, or add --sudo.
 """
 
 import json
