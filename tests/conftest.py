@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +40,22 @@ def collection_module_utils(name):
         sys.path.insert(0, collections)
     package = "ansible_collections.aws_masking.gateway.plugins.module_utils"
     return importlib.import_module(f"{package}.{name}")
+
+
+
+def install_from_tarball(build_dir, collections_dir):
+    """Builds the collection into a tarball in build_dir and installs it from there into
+    collections_dir, as a user would; returns the tarball."""
+    galaxy = str(Path(sys.executable).parent / "ansible-galaxy")
+
+    def run(*args):
+        result = subprocess.run([galaxy, "collection", *args], cwd=build_dir,
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    run("build", str(REPO), "--output-path", str(build_dir))
+    tarball = next(build_dir.glob("aws_masking-gateway-*.tar.gz"))
+    # --force and a neutral working directory (build_dir): from the clone, ansible.cfg's
+    # symlinked collections path would make the collection look installed already.
+    run("install", "--force", str(tarball), "-p", str(collections_dir))
+    return tarball

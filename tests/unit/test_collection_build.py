@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import install_from_tarball
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -27,16 +29,8 @@ def run(*args, cwd=None, env=None):
 
 @pytest.fixture(scope="module")
 def installed_collection(tmp_path_factory):
-    build_dir = tmp_path_factory.mktemp("build")
     install_dir = tmp_path_factory.mktemp("collections")
-    run(str(BIN / "ansible-galaxy"), "collection", "build", str(REPO), "--output-path",
-        str(build_dir))
-    tarball = next(build_dir.glob("aws_masking-gateway-*.tar.gz"))
-    # --force and a neutral working directory: from the clone, ansible.cfg's symlinked
-    # collections path would make the collection look installed already.
-    run(str(BIN / "ansible-galaxy"), "collection", "install", "--force", str(tarball), "-p",
-        str(install_dir), cwd=build_dir)
-    return tarball, install_dir
+    return install_from_tarball(tmp_path_factory.mktemp("build"), install_dir), install_dir
 
 
 def test_tarball_leaves_out_development_files(installed_collection):
