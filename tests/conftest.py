@@ -42,7 +42,6 @@ def collection_module_utils(name):
     return importlib.import_module(f"{package}.{name}")
 
 
-
 def install_from_tarball(build_dir, collections_dir):
     """Builds the collection into a tarball in build_dir and installs it from there into
     collections_dir, as a user would; returns the tarball."""

@@ -8,7 +8,7 @@ group only, the checks of the other groups' services are skipped and the edge's 
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import yaml
 
