@@ -608,7 +608,7 @@ class ReceivedLog:
             directory = os.path.dirname(os.path.abspath(record_file))
             os.makedirs(directory, exist_ok=True)
             # Open for the server's lifetime; close() ends it.
-            self.stream = open(record_file, "a", encoding="utf-8")  # noqa: SIM115
+            self.stream = open(record_file, "a", encoding="utf-8")  # noqa: SIM115 (see above)
 
     def add(self, method: str, target: str, headers, body: bytes) -> dict:
         parsed = urlsplit(target)

@@ -155,19 +155,19 @@ failed_checks:
   elements: str
 """
 
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-from collections import Counter  # noqa: E402
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (
     make_check as check,
 )
-from ansible_collections.aws_masking.gateway.plugins.module_utils.aws_masker_engine import (  # noqa: E402
+from ansible_collections.aws_masking.gateway.plugins.module_utils.aws_masker_engine import (
     Catalog,
     CatalogError,
 )

@@ -151,22 +151,22 @@ redacted:
   type: int
 """
 
-import io  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tarfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter, deque  # noqa: E402
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from collections import Counter, deque
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.six.moves.urllib.error import HTTPError  # noqa: E402
-from ansible.module_utils.urls import open_url  # noqa: E402
-from ansible_collections.aws_masking.gateway.plugins.module_utils.aws_masker_engine import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.six.moves.urllib.error import HTTPError
+from ansible.module_utils.urls import open_url
+from ansible_collections.aws_masking.gateway.plugins.module_utils.aws_masker_engine import (
     TOKEN_RE,
     Catalog,
     CatalogError,

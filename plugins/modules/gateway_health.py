@@ -163,15 +163,15 @@ programs:
     aws-masking-gateway: {state: RUNNING, pid: 4242, uptime: "1:02:03", rss_kb: 20480}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible_collections.aws_masking.gateway.plugins.module_utils import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.aws_masking.gateway.plugins.module_utils import (
     _health as health,
 )
-from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (  # noqa: E402
+from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (
     counts,
     healthy,
 )
-from ansible_collections.aws_masking.gateway.plugins.module_utils._mapping_store import (  # noqa: E402
+from ansible_collections.aws_masking.gateway.plugins.module_utils._mapping_store import (
     REDIS_IMPORT_ERROR,
     connection_argument_spec,
 )

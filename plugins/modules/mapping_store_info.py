@@ -123,8 +123,8 @@ memory:
     redis_version: 7.0.15
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible_collections.aws_masking.gateway.plugins.module_utils._mapping_store import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.aws_masking.gateway.plugins.module_utils._mapping_store import (
     REDIS_IMPORT_ERROR,
     MappingStore,
     MappingStoreError,

@@ -99,11 +99,11 @@ healthy:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.aws_masking.gateway.plugins.module_utils import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aws_masking.gateway.plugins.module_utils import (
     _canary as canary,
 )
-from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (  # noqa: E402
+from ansible_collections.aws_masking.gateway.plugins.module_utils._checks import (
     healthy,
 )
 

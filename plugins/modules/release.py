@@ -158,8 +158,8 @@ packages:
   sample: [nginx=1.22.1-9]
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.aws_masking.gateway.plugins.module_utils._release import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aws_masking.gateway.plugins.module_utils._release import (
     ReleaseError,
     Releases,
     read_secrets,

@@ -15,7 +15,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.conftest import REPO, collection_module_utils
-from tests.unit.test_mapping_store import PASSWORD, ansible_bin, free_port, redis_server  # noqa: F401
+from tests.unit.test_mapping_store import (  # noqa: F401 (the redis_server fixture)
+    PASSWORD,
+    ansible_bin,
+    free_port,
+    redis_server,
+)
 
 checks_mod = collection_module_utils("_checks")
 health = collection_module_utils("_health")
@@ -164,7 +169,7 @@ def test_upstream_plain_http_is_checked_to_tcp_and_a_closed_port_fails():
 # -- the modules -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("check", [False, True], ids=["normal", "check_mode"])
-def test_health_module_reports_redis_and_never_changes(redis_server, check):  # noqa: F811
+def test_health_module_reports_redis_and_never_changes(redis_server, check):  # noqa: F811 (fixture)
     import redis
 
     client = redis.Redis(port=redis_server, password=PASSWORD)
@@ -189,7 +194,7 @@ def test_health_module_reports_redis_and_never_changes(redis_server, check):  # 
 
 
 @pytest.mark.parametrize("check", [False, True], ids=["normal", "check_mode"])
-def test_health_module_names_a_wrong_gateway_password(redis_server, tmp_path, check):  # noqa: F811
+def test_health_module_names_a_wrong_gateway_password(redis_server, tmp_path, check):  # noqa: F811 (fixture)
     config = tmp_path / "masker.json"
     config.write_text(json.dumps({"redis": {"host": "127.0.0.1", "port": redis_server,
                                             "password": "not-the-password", "database": 0}}))
