@@ -261,9 +261,7 @@ function _M.header_filter()
     header["Content-Length"] = nil
     header["Content-Encoding"] = nil
   end
-  if st then
-    thinking.response_start(st, ngx.header["Content-Type"], ngx.header["Content-Encoding"])
-  end
+  thinking.response_start(st, header["Content-Type"], header["Content-Encoding"])
 end
 
 -- A thinking block that could not be recorded is refused if the client sends it back with an
